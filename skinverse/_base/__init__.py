@@ -1,0 +1,28 @@
+"""Shared torch-estimator machinery. Knows no method: device, seeding, the training loop,
+callbacks, early stopping, checkpoints, CPU-safe pickling, progress and logging."""
+
+from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
+from ._device import resolve_device, resolve_dtype, to_numpy, to_tensor
+from ._docs import fill_doc
+from ._estimator import FLOAT_DTYPES, BaseTorchEstimator
+from ._heads import ClassifierHead, RegressorHead, normalized_sample_weight
+from ._random import init_parameters, make_generator
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "BaseTorchEstimator",
+    "Callback",
+    "ClassifierHead",
+    "EpochPrinter",
+    "ProgressBar",
+    "RegressorHead",
+    "TensorBoardLogger",
+    "fill_doc",
+    "init_parameters",
+    "make_generator",
+    "normalized_sample_weight",
+    "resolve_device",
+    "resolve_dtype",
+    "to_numpy",
+    "to_tensor",
+]

@@ -1,0 +1,86 @@
+"""Device and dtype resolution, and tensor conversion at the numpy boundary."""
+
+import numpy as np
+import torch
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a :class:`torch.device`.
+
+    ``'auto'`` picks CUDA when it is available and the CPU otherwise. An explicit CUDA
+    device that this machine lacks is an error, never a silent fall-back.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r} "
+            f"of type {type(device).__name__}."
+        )
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
+        ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                "machine (torch.cuda.is_available() is False). Use device='auto' or 'cpu'."
+            )
+        index = 0 if resolved.index is None else resolved.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible."
+            )
+    elif resolved.type not in ("cpu", "mps"):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
+        )
+    return resolved
+
+
+def device_available(device):
+    """Whether tensors can be placed on ``device`` (a :class:`torch.device`) here."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return True
+
+
+def resolve_dtype(dtype):
+    """Turn the ``dtype`` parameter (``'float32'`` or ``'float64'``) into a torch dtype."""
+    try:
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}."
+        ) from None
+
+
+def to_tensor(array, *, dtype, device):
+    """Copy-safe conversion of a numpy array to a tensor on ``device``.
+
+    Read-only arrays (memmaps, broadcast views) are copied, because torch cannot share
+    memory it is not allowed to write.
+    """
+    array = np.asarray(array)
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array).copy()
+    tensor = torch.from_numpy(array)
+    return tensor.to(device=device, dtype=dtype, non_blocking=True)
+
+
+def to_numpy(tensor, dtype=None):
+    """Bring a tensor back to a numpy array (on the CPU), optionally casting it."""
+    array = tensor.detach().to("cpu").numpy()
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    return array

@@ -1,0 +1,96 @@
+"""Parameter documentation shared by every estimator built on :class:`BaseTorchEstimator`."""
+
+SHARED_PARAMETERS = """\
+    max_epochs : int, default={max_epochs}
+        Maximum number of passes over the training data per ``fit`` call (with
+        ``warm_start=True``, per call as well).
+    batch_size : int or 'auto', default='auto'
+        Mini-batch size; ``'auto'`` is ``min(200, n_samples)``.
+    learning_rate : float, default={learning_rate}
+        Initial step size of the optimiser.
+    optimizer : {{'adam', 'adamw', 'sgd'}}, default='adam'
+        The optimiser; ``'sgd'`` uses Nesterov momentum 0.9.
+    alpha : float, default=0.0
+        L2 penalty, applied as the optimiser's weight decay (decoupled for ``'adamw'``).
+    lr_schedule : {{'step', 'cosine', 'plateau'}}, callable or None, default=None
+        Learning-rate schedule stepped once per epoch: ``'step'`` divides the rate by 10
+        every ``max_epochs // 3`` epochs, ``'cosine'`` anneals it to 0 over
+        ``max_epochs``, ``'plateau'`` divides it by 10 when the monitored quantity stalls
+        for ``n_iter_no_change // 2`` epochs. A callable receives the optimiser and
+        returns a ``torch.optim.lr_scheduler`` object.
+    grad_clip : float or None, default=None
+        Clip the global gradient norm to this value before each step.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified for classifiers), stop
+        when the validation score has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and restore the weights of the best epoch. Without it, training stops when
+        the training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    tol : float, default=1e-4
+        Minimum improvement of the monitored quantity that counts.
+    warm_start : bool, default=False
+        Reuse the fitted module and optimiser state and continue training on ``fit``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds a local :class:`torch.Generator` used for initialisation, shuffling and the
+        validation split; the global torch and numpy RNGs are never touched. The same
+        int gives bit-identical models on the CPU.
+    device : str, default='auto'
+        ``'auto'`` (CUDA when available, else CPU), ``'cpu'``, ``'cuda'`` or
+        ``'cuda:N'``.
+    dtype : {{'float32', 'float64'}}, default='float32'
+        Floating-point type of the module's parameters and computations. Outputs are
+        returned in the float dtype of the input.
+    verbose : int, default=0
+        ``1`` prints one line per epoch (loss, validation score, seconds); ``2`` adds a
+        progress bar over the batches (when tqdm is installed).
+    callbacks : list of Callback or None, default=None
+        Objects with hooks into the training loop; see :class:`skinverse.callbacks.Callback`.
+    log_dir : str, path or None, default=None
+        Write TensorBoard scalars here (requires the ``tensorboard`` package).
+    checkpoint_dir : str, path or None, default=None
+        Save the training state here after every epoch. A later ``fit`` with the same
+        parameters and the same directory resumes from the saved epoch (up to
+        ``max_epochs`` epochs in all); a checkpoint of another configuration is an error.
+"""
+
+SHARED_ATTRIBUTES = """\
+    module_ : torch.nn.Module
+        The fitted network, on ``device_``.
+    device_ : torch.device
+        The device the module lives on.
+    optimizer_ : torch.optim.Optimizer
+        The optimiser, with its state (used by ``warm_start`` and ``partial_fit``).
+    n_iter_ : int
+        Number of epochs run over the estimator's life.
+    t_ : int
+        Number of training samples seen.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float
+        Lowest training loss seen.
+    validation_scores_ : list of float or None
+        Validation score of each epoch with ``early_stopping``, else ``None``.
+    best_validation_score_ : float or None
+        Best validation score with ``early_stopping``, else ``None``.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during ``fit``, when ``X`` has string column names.
+"""
+
+
+def fill_doc(**defaults):
+    """Class decorator: substitute ``{shared_parameters}`` and ``{shared_attributes}``
+    into the docstring, with the class's own defaults shown."""
+
+    def decorate(cls):
+        params = SHARED_PARAMETERS.format(**defaults)
+        cls.__doc__ = cls.__doc__.replace("{shared_parameters}", params.strip()).replace(
+            "{shared_attributes}", SHARED_ATTRIBUTES.strip()
+        )
+        return cls
+
+    return decorate

@@ -1,0 +1,312 @@
+"""Classification and regression heads shared by the supervised estimators.
+
+A head owns what turns network outputs into a sklearn estimator: target validation and
+encoding, sample and class weights, the loss, ``predict``/``predict_proba``/
+``decision_function`` and the validation score. The estimator only builds the module::
+
+    class MyClassifier(ClassifierMixin, ClassifierHead, BaseTorchEstimator):
+        def _build_module(self, data):
+            return make_network(self.n_features_in_, self.n_outputs_)
+"""
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from ._device import to_numpy
+from ._estimator import FLOAT_DTYPES
+
+
+def normalized_sample_weight(sample_weight, X, class_weight=None, y=None):
+    """Sample weights scaled to mean 1, or ``None`` when they are all equal.
+
+    With mean-1 weights the weighted batch loss ``mean(w * loss)`` is an unbiased estimate
+    of the weighted risk and never divides by a batch whose weights are all zero; equal
+    weights are the unweighted problem, which then runs bit-identically to no weights.
+    """
+    if sample_weight is None and class_weight is None:
+        return None
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if class_weight is not None:
+        weights = weights * compute_sample_weight(class_weight, y)
+    mean = weights.mean()
+    if not mean > 0:
+        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight.")
+    if np.all(weights == weights[0]):
+        return None
+    return weights / mean
+
+
+def _weighted_mean(values, weights):
+    return values.mean() if weights is None else (weights * values).mean()
+
+
+class RegressorHead:
+    """Squared-error regression with one or several outputs."""
+
+    def _validate_fit_data(self, X, y, *, reset, sample_weight=None):
+        X, y = validate_data(
+            self, X, y, reset=reset, dtype=FLOAT_DTYPES, multi_output=True, y_numeric=True
+        )
+        y2d = y.reshape(len(y), -1)
+        if reset:
+            self.n_outputs_ = y2d.shape[1]
+            self._y_is_1d = y.ndim == 1
+        elif y2d.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y2d.shape[1]} output(s) but this estimator was fitted with "
+                f"{self.n_outputs_}."
+            )
+        return {"X": X, "y": y2d, "sample_weight": normalized_sample_weight(sample_weight, X)}
+
+    def _compute_loss(self, batch):
+        errors = (self._forward(batch["X"]) - batch["y"]).pow(2).mean(dim=1)
+        return _weighted_mean(errors, batch.get("sample_weight"))
+
+    def _validation_score(self, val):
+        with torch.no_grad():
+            pred = to_numpy(self._forward(val["X"]))
+        weights = val.get("sample_weight")
+        weights = None if weights is None else to_numpy(weights)
+        return r2_score(to_numpy(val["y"]), pred, sample_weight=weights)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the loss.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Run one epoch over ``X`` and ``y``, continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the loss.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict targets for ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions, in the float dtype of ``X``.
+        """
+        outputs, dtype = self._predict_outputs(X)
+        pred = to_numpy(outputs, dtype)
+        return pred.ravel() if self._y_is_1d else pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class ClassifierHead:
+    """Binary (one logit, logistic loss) and multiclass (softmax cross-entropy)
+    classification with string labels, sample weights and ``class_weight``."""
+
+    def _validate_fit_data(self, X, y, *, reset, sample_weight=None, classes=None):
+        X, y = validate_data(self, X, y, reset=reset, dtype=FLOAT_DTYPES)
+        check_classification_targets(y)
+        if reset:
+            self.classes_ = np.unique(y if classes is None else np.asarray(classes))
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes in y; got "
+                    f"1 class: {self.classes_[0]!r}."
+                )
+            self.n_outputs_ = 1 if len(self.classes_) == 2 else len(self.classes_)
+        unseen = np.setdiff1d(y, self.classes_)
+        if unseen.size:
+            raise ValueError(
+                f"y contains labels {unseen.tolist()} not in classes_ "
+                f"{self.classes_.tolist()}; pass every class to the first partial_fit "
+                "call with classes=..."
+            )
+        encoded = np.searchsorted(self.classes_, y)
+        class_weight = getattr(self, "class_weight", None)
+        weights = normalized_sample_weight(sample_weight, X, class_weight, y)
+        return {"X": X, "y": encoded, "sample_weight": weights}
+
+    def _stratify_labels(self, data):
+        return data["y"]
+
+    def _compute_loss(self, batch):
+        logits = self._forward(batch["X"])
+        if self.n_outputs_ == 1:
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits[:, 0], batch["y"].to(logits.dtype), reduction="none"
+            )
+        else:
+            losses = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="none")
+        return _weighted_mean(losses, batch.get("sample_weight"))
+
+    def _logits_to_labels(self, logits):
+        if self.n_outputs_ == 1:
+            index = (logits[:, 0] > 0).long()
+        else:
+            index = logits.argmax(dim=1)
+        return self.classes_[to_numpy(index)]
+
+    def _validation_score(self, val):
+        with torch.no_grad():
+            pred = self._logits_to_labels(self._forward(val["X"]))
+        weights = val.get("sample_weight")
+        weights = None if weights is None else to_numpy(weights)
+        return accuracy_score(self.classes_[to_numpy(val["y"])], pred, sample_weight=weights)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix ``X`` and labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels (numbers or strings).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the loss (multiplied by ``class_weight``).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Run one epoch over ``X`` and ``y``, continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        classes : array-like of shape (n_classes,), default=None
+            Every class that will ever appear; required on the first call unless ``y``
+            already holds them all.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the loss.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight, classes=classes)
+
+    def decision_function(self, X):
+        """Logits: shape (n_samples,) for two classes, (n_samples, n_classes) otherwise.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        scores : ndarray
+            Positive values favour ``classes_[1]`` in the binary case.
+        """
+        logits, dtype = self._predict_outputs(X)
+        scores = to_numpy(logits, dtype)
+        return scores[:, 0] if self.n_outputs_ == 1 else scores
+
+    def _log_proba(self, X):
+        logits, dtype = self._predict_outputs(X)
+        logits = logits.to(torch.float64)  # so that probabilities rank like the logits
+        if self.n_outputs_ == 1:
+            z = logits[:, 0]
+            log_proba = torch.stack([torch.nn.functional.logsigmoid(-z),
+                                     torch.nn.functional.logsigmoid(z)], dim=1)
+        else:
+            log_proba = torch.log_softmax(logits, dim=1)
+        return log_proba, dtype
+
+    def predict_proba(self, X):
+        """Class probabilities: the logistic function (two classes) or the softmax.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        log_proba, dtype = self._log_proba(X)
+        return to_numpy(log_proba.exp(), dtype)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`, computed stably from the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns following ``classes_``.
+        """
+        log_proba, dtype = self._log_proba(X)
+        return to_numpy(log_proba, dtype)
+
+    def predict(self, X):
+        """Predict class labels for ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Input data.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        check_is_fitted(self)
+        logits, _ = self._predict_outputs(X)
+        return self._logits_to_labels(logits)

@@ -1,0 +1,23 @@
+"""Warnings and errors raised by skinverse."""
+
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+
+__all__ = [
+    "ConvergenceWarning",
+    "DivergenceWarning",
+    "NotFittedError",
+    "TrainingInterruptedWarning",
+]
+
+
+class DivergenceWarning(ConvergenceWarning):
+    """Training met a non-finite loss or non-finite weights and was stopped.
+
+    The last weights with a finite loss are restored, so the fitted estimator never
+    predicts NaN; the optimiser state is reset.
+    """
+
+
+class TrainingInterruptedWarning(UserWarning):
+    """``fit`` was interrupted (KeyboardInterrupt); the estimator keeps the best weights
+    seen so far and is usable."""

@@ -1,0 +1,75 @@
+"""Small estimators built on the shared base, for tests and benchmarks only.
+
+They prove the base on its own: a plain multilayer perceptron behind each head.
+"""
+
+from sklearn.base import ClassifierMixin, RegressorMixin
+from torch import nn
+
+from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead
+
+
+def make_mlp(n_in, hidden_layer_sizes, n_out):
+    """``Linear -> ReLU -> ... -> Linear``."""
+    layers, width = [], n_in
+    for size in hidden_layer_sizes:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class _MLPMixin:
+    _parameter_constraints = {
+        **BaseTorchEstimator._parameter_constraints,
+        "hidden_layer_sizes": [tuple],
+    }
+
+    def _build_module(self, data):
+        return make_mlp(self.n_features_in_, self.hidden_layer_sizes, self.n_outputs_)
+
+
+class TorchMLPRegressor(RegressorMixin, _MLPMixin, RegressorHead, BaseTorchEstimator):
+    """Test-only MLP regressor on :class:`BaseTorchEstimator`."""
+
+    def __init__(self, *, hidden_layer_sizes=(32,), max_epochs=200, batch_size="auto",
+                 learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule=None,
+                 grad_clip=None, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, random_state=None,
+                 device="auto", dtype="float32", verbose=0, callbacks=None, log_dir=None,
+                 checkpoint_dir=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        super().__init__(
+            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
+            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
+        )
+
+
+class TorchMLPClassifier(ClassifierMixin, _MLPMixin, ClassifierHead, BaseTorchEstimator):
+    """Test-only MLP classifier on :class:`BaseTorchEstimator`."""
+
+    _parameter_constraints = {
+        **_MLPMixin._parameter_constraints,
+        "class_weight": [None, dict, str],
+    }
+
+    def __init__(self, *, hidden_layer_sizes=(32,), class_weight=None, max_epochs=200,
+                 batch_size="auto", learning_rate=1e-3, optimizer="adam", alpha=0.0,
+                 lr_schedule=None, grad_clip=None, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 random_state=None, device="auto", dtype="float32", verbose=0,
+                 callbacks=None, log_dir=None, checkpoint_dir=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.class_weight = class_weight
+        super().__init__(
+            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
+            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
+        )
