@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..exceptions import ConvergenceWarning, DivergenceWarning, TrainingInterruptedWarning
 from . import _checkpoint
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
+from ._docs import fill_doc
 from ._device import device_available, resolve_device, resolve_dtype, to_numpy, to_tensor
 from ._random import build_module_isolated, init_parameters, make_generator
 from ._warn import warn_user
@@ -30,11 +31,38 @@ FLOAT_DTYPES = (np.float64, np.float32)
 PREDICT_CHUNK = 4096
 
 
+@fill_doc(max_epochs=200, learning_rate=0.001)
 class BaseTorchEstimator(BaseEstimator):
-    """Shared machinery of the skinverse estimators (not for direct use).
+    """Base class of the skinverse estimators: one PyTorch training loop behind the
+    scikit-learn API.
 
-    Subclasses implement ``_build_module(data)`` and usually ``_validate_fit_data`` and
-    ``_compute_loss``; see the module docstring for the steps they may override.
+    A subclass implements ``_build_module(data)`` (return a ``torch.nn.Module`` for the
+    validated training data) and, unless it uses :class:`ClassifierHead` or
+    :class:`RegressorHead`, ``_validate_fit_data`` and ``_compute_loss``. The loop -- mini-
+    batches indexed on the device, early stopping, recovery from divergence, checkpoints,
+    callbacks, CPU-safe pickling -- is shared.
+
+    Parameters
+    ----------
+    {shared_parameters}
+
+    Attributes
+    ----------
+    {shared_attributes}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.base import RegressorMixin
+    >>> from torch import nn
+    >>> from skinverse.base import BaseTorchEstimator, RegressorHead
+    >>> class LinearTorchRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
+    ...     def _build_module(self, data):
+    ...         return nn.Linear(self.n_features_in_, self.n_outputs_)
+    >>> X = np.random.RandomState(0).normal(size=(50, 3))
+    >>> reg = LinearTorchRegressor(max_epochs=5, random_state=0).fit(X, X @ [1.0, 2.0, 3.0])
+    >>> reg.predict(X[:2]).shape
+    (2,)
     """
 
     _parameter_constraints: dict = {
@@ -277,15 +305,17 @@ class BaseTorchEstimator(BaseEstimator):
     def _run_epoch(self, train, batch_hooks):
         """One pass over ``train``; returns the mean loss (one device sync per epoch)."""
         self.module_.train()
-        total = torch.zeros((), device=self.device_, dtype=torch.float64)
+        losses, sizes = [], []
         for index, batch in enumerate(self._iter_batches(train, shuffle=True)):
             loss = self._train_step(batch)
-            total += loss * self._n_rows(batch)
+            losses.append(loss)
+            sizes.append(self._n_rows(batch))
             for hook in batch_hooks:
                 hook.on_batch_end(self, index, loss)
-        n = self._n_rows(train)
+        n = sum(sizes)
         self.t_ += n
-        return float(total) / n
+        weights = torch.tensor(sizes, dtype=torch.float64, device=self.device_)
+        return float(torch.stack(losses).to(torch.float64) @ weights) / n
 
     def _all_callbacks(self, n_batches):
         """The built-in callbacks the parameters ask for, then the user's."""

@@ -41,10 +41,6 @@ def normalized_sample_weight(sample_weight, X, class_weight=None, y=None):
     return weights / mean
 
 
-def _weighted_mean(values, weights):
-    return values.mean() if weights is None else (weights * values).mean()
-
-
 class RegressorHead:
     """Squared-error regression with one or several outputs."""
 
@@ -64,8 +60,10 @@ class RegressorHead:
         return {"X": X, "y": y2d, "sample_weight": normalized_sample_weight(sample_weight, X)}
 
     def _compute_loss(self, batch):
-        errors = (self._forward(batch["X"]) - batch["y"]).pow(2).mean(dim=1)
-        return _weighted_mean(errors, batch.get("sample_weight"))
+        pred, weights = self._forward(batch["X"]), batch.get("sample_weight")
+        if weights is None:
+            return torch.nn.functional.mse_loss(pred, batch["y"])
+        return (weights * (pred - batch["y"]).pow(2).mean(dim=1)).mean()
 
     def _validation_score(self, val):
         with torch.no_grad():
@@ -168,14 +166,15 @@ class ClassifierHead:
         return data["y"]
 
     def _compute_loss(self, batch):
-        logits = self._forward(batch["X"])
+        logits, weights = self._forward(batch["X"]), batch.get("sample_weight")
+        reduction = "mean" if weights is None else "none"  # the fused mean when unweighted
         if self.n_outputs_ == 1:
             losses = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits[:, 0], batch["y"].to(logits.dtype), reduction="none"
+                logits[:, 0], batch["y"].to(logits.dtype), reduction=reduction
             )
         else:
-            losses = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="none")
-        return _weighted_mean(losses, batch.get("sample_weight"))
+            losses = torch.nn.functional.cross_entropy(logits, batch["y"], reduction=reduction)
+        return losses if weights is None else (weights * losses).mean()
 
     def _logits_to_labels(self, logits):
         if self.n_outputs_ == 1:

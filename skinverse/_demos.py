@@ -1,0 +1,44 @@
+"""What ``python -m skinverse demo`` runs: one entry per estimator, each fitting on data
+that ships offline and returning ``(data, metric, score, baseline)``."""
+
+import warnings
+
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+
+def _digits_split():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+
+
+def _base_mlp(quick):
+    """The shared base on its own: a small MLP beside sklearn's MLPClassifier."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+
+    from skinverse.utils._testing import TorchMLPClassifier
+
+    X_train, X_test, y_train, y_test = _digits_split()
+    epochs = 5 if quick else 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = make_pipeline(
+            StandardScaler(),
+            TorchMLPClassifier(hidden_layer_sizes=(128,), max_epochs=epochs, random_state=0),
+        ).fit(X_train, y_train)
+        peer = make_pipeline(
+            StandardScaler(), MLPClassifier((128,), max_iter=epochs, random_state=0)
+        ).fit(X_train, y_train)
+    return (
+        "digits",
+        "accuracy",
+        ours.score(X_test, y_test),
+        f"sklearn MLP {peer.score(X_test, y_test):.4f}",
+    )
+
+
+DEMOS = [
+    ("BaseTorchEstimator (MLP)", _base_mlp),
+]
