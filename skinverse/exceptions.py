@@ -5,6 +5,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 __all__ = [
     "ConvergenceWarning",
     "DivergenceWarning",
+    "EquilibriumConvergenceWarning",
     "NotFittedError",
     "TrainingInterruptedWarning",
 ]
@@ -21,3 +22,10 @@ class DivergenceWarning(ConvergenceWarning):
 class TrainingInterruptedWarning(UserWarning):
     """``fit`` was interrupted (KeyboardInterrupt); the estimator keeps the best weights
     seen so far and is usable."""
+
+
+class EquilibriumConvergenceWarning(ConvergenceWarning):
+    """A fixed-point solve of an implicit model ended above its tolerance.
+
+    The message states the largest residual; the lowest-residual iterate was used.
+    """

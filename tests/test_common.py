@@ -21,6 +21,16 @@ SGD_WEIGHTS = (
 EXPECTED_FAILED = {
     "check_sample_weight_equivalence_on_dense_data": SGD_WEIGHTS,
 }
+EXPECTED_FAILED_BY_NAME = {
+    name: {
+        "check_methods_subset_invariance": (
+            "the equilibrium solver drops converged samples from its matrix products, and "
+            "float32 GEMM rounding depends on the number of rows: subsets agree to 1 ulp "
+            "(~5e-7), not the check's rtol=1e-7 (tests/test_implicit.py checks 1e-5)"
+        ),
+    }
+    for name in ("ImplicitClassifier", "ImplicitRegressor")
+}
 
 
 def _instances():
@@ -32,7 +42,7 @@ def _instances():
 
 
 def _expected_failed(estimator):
-    return dict(EXPECTED_FAILED)
+    return {**EXPECTED_FAILED, **EXPECTED_FAILED_BY_NAME.get(type(estimator).__name__, {})}
 
 
 @parametrize_with_checks(list(_instances()), expected_failed_checks=_expected_failed)
