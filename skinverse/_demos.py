@@ -39,6 +39,35 @@ def _base_mlp(quick):
     )
 
 
+def _implicit(quick):
+    """ImplicitClassifier on digits beside sklearn's MLPClassifier with the same budget."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+
+    from skinverse.implicit import ImplicitClassifier
+
+    X_train, X_test, y_train, y_test = _digits_split()
+    epochs = 3 if quick else 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = make_pipeline(
+            StandardScaler(),
+            ImplicitClassifier(hidden_size=100, max_epochs=epochs, batch_size=100,
+                               learning_rate=3e-3, random_state=0),
+        ).fit(X_train, y_train)
+        peer = make_pipeline(
+            StandardScaler(),
+            MLPClassifier((100,), max_iter=epochs, batch_size=100, random_state=0),
+        ).fit(X_train, y_train)
+    return (
+        "digits",
+        "accuracy",
+        ours.score(X_test, y_test),
+        f"sklearn MLP {peer.score(X_test, y_test):.4f}",
+    )
+
+
 DEMOS = [
     ("BaseTorchEstimator (MLP)", _base_mlp),
+    ("ImplicitClassifier", _implicit),
 ]
