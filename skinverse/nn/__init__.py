@@ -1,0 +1,5 @@
+"""Network backbones (torch only)."""
+
+from ._recurrent import ConvGRUCell, RecurrentConvNet, RecurrentDenseNet
+
+__all__ = ["ConvGRUCell", "RecurrentConvNet", "RecurrentDenseNet"]

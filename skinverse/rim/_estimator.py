@@ -1,0 +1,464 @@
+"""RIMRegressor: Recurrent Inference Machines as a scikit-learn estimator."""
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from .._base import BaseTorchEstimator, RegressorHead, fill_doc, to_numpy
+from ..nn import RecurrentConvNet, RecurrentDenseNet
+from ._module import LINKS, TRANSFORMS, RIMModule
+from ._physics import Physics, check_operator, check_score_sign, fit_linear_model
+
+
+def _step_weights(spec, n_steps):
+    if isinstance(spec, str):
+        weights = {
+            "uniform": np.ones(n_steps),
+            "increasing": np.arange(1, n_steps + 1, dtype=float),
+            "final": np.eye(n_steps)[-1],
+        }[spec]
+    else:
+        weights = np.asarray(spec, dtype=float)
+        if weights.shape != (n_steps,) or np.any(weights < 0) or not weights.sum() > 0:
+            raise ValueError(
+                f"step_weights must be 'uniform', 'increasing', 'final' or {n_steps} "
+                f"non-negative numbers with a positive sum, got {spec!r}."
+            )
+    return weights / weights.sum()
+
+
+@fill_doc(max_epochs=200, learning_rate=0.001)
+class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
+    r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
+    :math:`X = F(y) + \text{noise}` (observations ``X``, signals ``y``).
+
+    From an initial estimate, a recurrent network :math:`g_\theta` with memory :math:`h`
+    takes the current estimate, the likelihood score and the observation brought to
+    signal space, and proposes an update:
+
+    .. math::
+
+        x_{t+1} = x_t + g_\theta(x_t, \nabla_x \log p(X \mid x_t), A^H X, h_t), \qquad
+        \mathcal L = \sum_{t=1}^T w_t \|x_t - y\|^2 .
+
+    The physics is an ``operator`` with Gaussian noise (score
+    :math:`A^H (X - A x)/\sigma^2`), a ``score_fn`` or an ``energy_fn``; with none, fit
+    learns a linear forward model from the training pairs by least squares (and the noise
+    level from its residuals), so the estimator works on any regression data.
+
+    Parameters
+    ----------
+    operator : LinearOperator or None, default=None
+        Forward model from signals (its ``input_shape``) to observations (its
+        ``output_shape``). ``X`` rows hold flattened observations, ``y`` rows flattened
+        signals.
+    noise_std : float or None, default=None
+        Noise level :math:`\sigma`; ``None`` estimates it from the training residuals
+        ``X - A y``.
+    score_fn : callable or None, default=None
+        ``score_fn(x, X)`` returns :math:`\nabla_x \log p(X \mid x)` for batched tensors
+        (``x`` shaped like the operator's input, or ``(batch, n_signal)``). The sign is
+        checked at fit: at ``x = 0`` the score must point towards the training signals.
+    energy_fn : callable or None, default=None
+        ``energy_fn(x, X)`` returns :math:`-\log p(X \mid x)` per sample; the score is
+        minus its gradient (autograd). Checked at fit: lower at the training signals than
+        at zero.
+    input_shape : tuple of int or None, default=None
+        Spatial shape of a signal (1-D, 2-D or 3-D) for the convolutional backbones;
+        ``None`` treats signals as vectors (dense GRU).
+    channels : int, default=1
+        Channels of a signal; ``channels * prod(input_shape)`` must equal the signal size.
+    backbone : {'auto', 'unet', 'hourglass', 'gru'}, default='auto'
+        Recurrent network: convolutional GRUs in a U-Net or an Hourglass (any size, odd
+        too), or a dense GRU. 'auto' is 'unet' with ``input_shape`` and 'gru' without.
+    width : int, default=32
+        Channels at the finest scale of the convolutional backbones.
+    depth : int, default=2
+        Scales of the convolutional backbones.
+    hidden_size : int, default=64
+        Memory size of the dense GRU.
+    n_steps : int, default=8
+        Number of RIM steps :math:`T`.
+    step_weights : {'uniform', 'increasing', 'final'} or array-like, default='uniform'
+        Loss weights :math:`w_t` of the steps (normalised to sum to 1).
+    init : {'adjoint', 'zeros', 'pinv', 'learned'}, default='adjoint'
+        Initial estimate: :math:`A^H X`, zeros, the (regularised) pseudo-inverse by
+        conjugate gradients, or a learned affine map of :math:`A^H X`.
+    score_transform : {'identity', 'arcsinh', 'normalize'}, default='identity'
+        Preprocessing of the score before the network sees it.
+    link : {'identity', 'softplus', 'sigmoid'}, default='identity'
+        The RIM iterates :math:`\eta` with :math:`x = \ell(\eta)` (positive or bounded
+        signals); the score is taken through the chain rule.
+    ema_decay : float or None, default=None
+        Keep an exponential moving average of the weights and use it after fit.
+    warmup_steps : int, default=0
+        Linear learning-rate warm-up over this many optimiser steps.
+    prior_sampler : callable or None, default=None
+        ``prior_sampler(n, generator)`` returns ``n`` signals ``(n, n_signal)``; with an
+        ``operator`` and ``noise_std`` it trains on fresh simulated pairs every epoch
+        (``fit(None)``).
+    n_simulations : int, default=1000
+        Pairs simulated per epoch with ``prior_sampler``.
+    {shared_parameters}
+
+    Attributes
+    ----------
+    physics_ : Physics
+        The likelihood used (with the learned operator when none was given).
+    operator_ : LinearOperator or None
+        The operator in use, on ``device_`` (learned when ``operator=None``).
+    noise_std_ : float or None
+        The noise level in use.
+    best_step_ : int
+        The step (1..T) whose estimate ``predict`` returns: the one with the lowest error
+        on the validation split (``early_stopping=True``) or on the training data.
+    step_errors_ : ndarray of shape (n_steps,)
+        Mean squared error of each step on that data.
+    n_outputs_ : int
+        Signal size.
+    {shared_attributes}
+
+    See Also
+    --------
+    skinverse.operators : The forward models.
+
+    References
+    ----------
+    P. Putzky, M. Welling, "Recurrent Inference Machines for Solving Inverse Problems",
+    arXiv:1706.04008, 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skinverse.operators import Blur, gaussian_kernel
+    >>> from skinverse.rim import RIMRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> signals = np.cumsum(rng.normal(size=(300, 16)), axis=1) / 4
+    >>> blur = Blur(gaussian_kernel(5, 1.5), input_shape=(16,))
+    >>> import torch
+    >>> observed = blur(torch.as_tensor(signals, dtype=torch.float32)).numpy()
+    >>> observed += 0.05 * rng.normal(size=observed.shape)
+    >>> rim = RIMRegressor(operator=blur, noise_std=0.05, n_steps=4, max_epochs=20,
+    ...                    learning_rate=3e-3, random_state=0).fit(observed, signals)
+    >>> rim.score(observed, signals) > 0.8
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseTorchEstimator._parameter_constraints,
+        "operator": [None, HasMethods(["forward", "adjoint"])],
+        "noise_std": [None, Interval(Real, 0, None, closed="neither")],
+        "score_fn": [None, callable],
+        "energy_fn": [None, callable],
+        "input_shape": [None, tuple],
+        "channels": [Interval(Integral, 1, None, closed="left")],
+        "backbone": [StrOptions({"auto", "unet", "hourglass", "gru"})],
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "depth": [Interval(Integral, 1, 6, closed="both")],
+        "hidden_size": [Interval(Integral, 1, None, closed="left")],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "step_weights": [StrOptions({"uniform", "increasing", "final"}), "array-like"],
+        "init": [StrOptions({"adjoint", "zeros", "pinv", "learned"})],
+        "score_transform": [StrOptions(set(TRANSFORMS))],
+        "link": [StrOptions(set(LINKS))],
+        "ema_decay": [None, Interval(Real, 0, 1, closed="neither")],
+        "warmup_steps": [Interval(Integral, 0, None, closed="left")],
+        "prior_sampler": [None, callable],
+        "n_simulations": [Interval(Integral, 2, None, closed="left")],
+    }
+
+    def __init__(
+        self, *, operator=None, noise_std=None, score_fn=None, energy_fn=None,
+        input_shape=None, channels=1, backbone="auto", width=32, depth=2, hidden_size=64,
+        n_steps=8, step_weights="uniform", init="adjoint", score_transform="identity",
+        link="identity", ema_decay=None, warmup_steps=0, prior_sampler=None,
+        n_simulations=1000, max_epochs=200, batch_size="auto", learning_rate=1e-3,
+        optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None, early_stopping=False,
+        validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
+        random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
+        log_dir=None, checkpoint_dir=None,
+    ):
+        self.operator = operator
+        self.noise_std = noise_std
+        self.score_fn = score_fn
+        self.energy_fn = energy_fn
+        self.input_shape = input_shape
+        self.channels = channels
+        self.backbone = backbone
+        self.width = width
+        self.depth = depth
+        self.hidden_size = hidden_size
+        self.n_steps = n_steps
+        self.step_weights = step_weights
+        self.init = init
+        self.score_transform = score_transform
+        self.link = link
+        self.ema_decay = ema_decay
+        self.warmup_steps = warmup_steps
+        self.prior_sampler = prior_sampler
+        self.n_simulations = n_simulations
+        super().__init__(
+            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
+            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
+        )
+
+    # ------------------------------------------------------------------ data and physics
+    def _shapes(self, n_obs, n_signal):
+        """(observation shape, signal shape, network shape), checked against the data."""
+        op = self.operator
+        obs_shape = tuple(op.output_shape) if op is not None else (n_obs,)
+        signal_shape = tuple(op.input_shape) if op is not None else (n_signal,)
+        if int(np.prod(obs_shape)) != n_obs:
+            raise ValueError(
+                f"X has {n_obs} features but the operator's output_shape {obs_shape} holds "
+                f"{int(np.prod(obs_shape))}."
+            )
+        if int(np.prod(signal_shape)) != n_signal:
+            raise ValueError(
+                f"y has {n_signal} features but the operator's input_shape {signal_shape} "
+                f"holds {int(np.prod(signal_shape))}."
+            )
+        if self.input_shape is None:
+            net_shape = (n_signal,)
+        else:
+            net_shape = (self.channels, *self.input_shape)
+            if len(self.input_shape) not in (1, 2, 3) or int(np.prod(net_shape)) != n_signal:
+                raise ValueError(
+                    f"channels={self.channels} x input_shape={self.input_shape} must be a "
+                    f"1-D, 2-D or 3-D shape holding the {n_signal} signal features."
+                )
+        if op is None and (self.score_fn or self.energy_fn) and n_obs != n_signal:
+            raise ValueError(
+                "Without an operator the network sees X in place of A^H X, so X and y must "
+                f"have the same number of features (got {n_obs} and {n_signal}); pass the "
+                "operator as well."
+            )
+        return obs_shape, signal_shape, net_shape
+
+    def _simulate(self, n):
+        """Fresh (observation, signal) pairs from the prior and the operator."""
+        signals = torch.as_tensor(self.prior_sampler(n, self._generator))
+        signals = signals.to(dtype=self._torch_dtype).reshape(n, *self.operator_.input_shape)
+        signals = signals.to(self.device_)
+        noise = torch.randn((n, *self.operator_.output_shape), generator=self._generator,
+                            dtype=self._torch_dtype).to(self.device_)
+        observations = self.operator_.forward(signals) + self.noise_std_ * noise
+        return {"X": observations.reshape(n, -1), "y": signals.reshape(n, -1)}
+
+    def _validate_fit_data(self, X, y, *, reset, sample_weight=None):
+        if self.operator is not None:
+            check_operator(self.operator)
+        if X is None and self.prior_sampler is not None:
+            if self.operator is None or self.noise_std is None:
+                raise ValueError("Training from prior_sampler needs an operator and noise_std.")
+            self.n_features_in_ = int(np.prod(self.operator.output_shape))
+            self.n_outputs_, self._y_is_1d = int(np.prod(self.operator.input_shape)), False
+            return {"X": None, "y": None, "simulate": True}
+        data = super()._validate_fit_data(X, y, reset=reset, sample_weight=sample_weight)
+        self._shapes(data["X"].shape[1], data["y"].shape[1])
+        return data
+
+    def _build_module(self, data):
+        operator, noise_std = self.operator, self.noise_std
+        if data.get("simulate"):
+            signals = observations = None
+        else:
+            signals, observations = data["y"], data["X"]
+        if operator is None and self.score_fn is None and self.energy_fn is None:
+            operator, noise_std = fit_linear_model(signals, observations)
+        elif operator is not None:
+            operator = copy.deepcopy(operator)  # never move or change the user's object
+            if noise_std is None and self.score_fn is None and self.energy_fn is None:
+                with torch.no_grad():
+                    pred = operator.to(dtype=torch.float64).forward(
+                        torch.as_tensor(signals, dtype=torch.float64).reshape(
+                            len(signals), *operator.input_shape))
+                noise_std = max(float((torch.as_tensor(observations) -
+                                       pred.reshape(len(signals), -1)).std()), 1e-6)
+        self.operator_ = operator.to(self.device_, self._torch_dtype) if operator else None
+        self.noise_std_ = noise_std
+        self.physics_ = Physics(self.operator_, noise_std, self.score_fn, self.energy_fn)
+        n_obs = self.n_features_in_
+        n_signal = self.n_outputs_
+        obs_shape, signal_shape, net_shape = self._shapes(n_obs, n_signal)
+        self._obs_shape, self._signal_shape = obs_shape, signal_shape
+        if signals is not None and (self.score_fn or self.energy_fn):
+            k = min(64, len(signals))
+
+            def head(array, shape):
+                tensor = torch.as_tensor(array[:k], dtype=self._torch_dtype)
+                return tensor.reshape(k, *shape).to(self.device_)
+
+            check_score_sign(self.physics_, head(signals, signal_shape),
+                             head(observations, obs_shape))
+        backbone = self.backbone
+        if backbone == "auto":
+            backbone = "gru" if self.input_shape is None else "unet"
+        if backbone == "gru":
+            if self.input_shape is not None and len(net_shape) > 1:
+                net_shape = (n_signal,)
+            net = RecurrentDenseNet(3 * n_signal, n_signal, self.hidden_size)
+        else:
+            if self.input_shape is None:
+                raise ValueError(f"backbone={backbone!r} needs input_shape (the spatial shape).")
+            net = RecurrentConvNet(len(self.input_shape), 3 * self.channels, self.channels,
+                                   width=self.width, depth=self.depth, skip=backbone == "unet")
+        self._weights = torch.as_tensor(_step_weights(self.step_weights, self.n_steps))
+        return RIMModule(net, self.n_steps, signal_shape, net_shape, self.init,
+                         self.score_transform, self.link)
+
+    def _initialize(self, data):
+        super()._initialize(data)
+        self._weights = self._weights.to(self.device_, self._torch_dtype)
+        self._optimizer_steps = 0
+
+    def _to_tensors(self, data):
+        if data.get("simulate"):
+            n = self.n_simulations
+            return self._simulate(n)
+        return super()._to_tensors(data)
+
+    # ------------------------------------------------------------------ training steps
+    def _forward(self, X):
+        """All steps' estimates, flattened: (batch, n_steps, n_signal)."""
+        observations = X.reshape(X.shape[0], *self._obs_shape)
+        trajectory = self.module_(observations, self.physics_)
+        return trajectory.reshape(X.shape[0], self.n_steps, -1)
+
+    def _compute_loss(self, batch):
+        trajectory = self._forward(batch["X"])
+        errors = (trajectory - batch["y"][:, None]).pow(2).mean(dim=2) @ self._weights
+        weights = batch.get("sample_weight")
+        return errors.mean() if weights is None else (weights * errors).mean()
+
+    def _validation_score(self, val):
+        with torch.no_grad():
+            final = to_numpy(self._forward(val["X"])[:, -1])
+        return r2_score(to_numpy(val["y"]), final)
+
+    def _train_step(self, batch):
+        factor = 1.0
+        if self.warmup_steps:
+            factor = min(1.0, (self._optimizer_steps + 1) / self.warmup_steps)
+        groups = self.optimizer_.param_groups
+        saved = [g["lr"] for g in groups]
+        for g in groups:
+            g["lr"] *= factor
+        try:
+            loss = super()._train_step(batch)
+        finally:
+            for g, lr in zip(groups, saved):
+                g["lr"] = lr
+        self._optimizer_steps += 1
+        if self._ema is not None:
+            self._ema.update_parameters(self.module_)
+        return loss
+
+    def _run_epoch(self, train, batch_hooks):
+        if getattr(self, "_simulating", False):  # fresh pairs every epoch
+            train = self._simulate(self._n_rows(train))
+        return super()._run_epoch(train, batch_hooks)
+
+    def _fit_loop(self, train, val, n_epochs, **kwargs):
+        self._ema = None
+        if self.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self._ema = AveragedModel(
+                self.module_, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay)
+            )
+        super()._fit_loop(train, val, n_epochs, **kwargs)
+        if self._ema is not None:
+            self.module_.load_state_dict(self._ema.module.state_dict())
+        self._ema = None
+        self._choose_best_step(val if val is not None else train)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Train on pairs of observations ``X`` and signals ``y``, or on simulations.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_observation_features) or None
+            Observations; ``None`` with ``prior_sampler`` simulates fresh pairs each epoch.
+        y : array-like of shape (n_samples, n_signal) or (n_samples,)
+            The true signals.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the loss.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        if X is None and self.prior_sampler is None:
+            raise ValueError("X is None: pass training pairs (X, y), or set prior_sampler.")
+        self._simulating = X is None
+        try:
+            return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+        finally:
+            self._simulating = False
+
+    def _choose_best_step(self, data):
+        self.module_.eval()
+        errors = torch.zeros(self.n_steps, dtype=torch.float64)
+        with torch.no_grad():
+            for batch in self._iter_batches(data, shuffle=False):
+                trajectory = self._forward(batch["X"])
+                errors += (trajectory - batch["y"][:, None]).pow(2).sum(dim=(0, 2)).double().cpu()
+        self.step_errors_ = (errors / (self._n_rows(data) * self.n_outputs_)).numpy()
+        self.best_step_ = int(np.argmin(self.step_errors_)) + 1
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, X, return_trajectory=False):
+        """Reconstruct signals from observations ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_observation_features)
+            Observations.
+        return_trajectory : bool, default=False
+            Return the estimates of every step, shape (n_samples, n_steps, n_signal).
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples, n_signal) or (n_samples,)
+            The estimate of step ``best_step_`` (in the float dtype of ``X``).
+        """
+        trajectory, dtype = self._predict_outputs(X)
+        trajectory = to_numpy(trajectory, dtype)
+        if return_trajectory:
+            return trajectory
+        pred = trajectory[:, self.best_step_ - 1]
+        return pred.ravel() if self._y_is_1d else pred
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if getattr(self, "operator_", None) is not None:
+            self.operator_.to(self.device_)
+            self._weights = self._weights.to(self.device_)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for key in ("_ema",):
+            state.pop(key, None)
+        if state.get("operator_") is not None and self.device_.type != "cpu":
+            state["operator_"] = copy.deepcopy(self.operator_).to("cpu")
+            state["physics_"] = Physics(state["operator_"], self.noise_std_, self.score_fn,
+                                        self.energy_fn)
+            state["_weights"] = self._weights.cpu()
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

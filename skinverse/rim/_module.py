@@ -1,0 +1,113 @@
+r"""The RIM iteration as a ``torch.nn.Module``.
+
+.. math::
+
+    \eta_0 = \ell^{-1}(x_0), \qquad
+    (\Delta_t, h_{t+1}) = g_\theta\big(\eta_t,\ \psi(\nabla_\eta \log p(y \mid \ell(\eta_t))),
+    \ A^H y,\ h_t\big), \qquad \eta_{t+1} = \eta_t + \Delta_t
+
+with :math:`\ell` the link function, :math:`\psi` the score transform and the memory
+:math:`h` carried through every step.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _softplus_inverse(x):
+    return x + torch.log(-torch.expm1(-x.clamp_min(1e-6)))
+
+
+# name -> (link, inverse link, derivative of the link)
+LINKS = {
+    "identity": (lambda e: e, lambda x: x, lambda e: torch.ones_like(e)),
+    "softplus": (F.softplus, _softplus_inverse, torch.sigmoid),
+    "sigmoid": (torch.sigmoid, lambda x: torch.logit(x.clamp(1e-6, 1 - 1e-6)),
+                lambda e: torch.sigmoid(e) * (1 - torch.sigmoid(e))),
+}
+
+
+def _normalize(g):
+    scale = g.reshape(g.shape[0], -1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
+    return g / scale.reshape(-1, *([1] * (g.dim() - 1)))
+
+
+TRANSFORMS = {"identity": lambda g: g, "arcsinh": torch.asinh, "normalize": _normalize}
+
+
+class RIMModule(nn.Module):
+    """Unrolled RIM: ``forward(y, physics)`` returns the estimates of every step.
+
+    The physics (operator, score or energy) is an argument, not a submodule: it holds no
+    trainable parameters and belongs to the estimator.
+
+    Parameters
+    ----------
+    net : nn.Module
+        ``net(input, memory) -> (update, memory)``; the input stacks the current estimate,
+        the transformed score and :math:`A^H y` along the channel axis.
+    n_steps : int
+    signal_shape : tuple
+        Shape of one signal as the physics sees it.
+    net_shape : tuple
+        The same signal as the network sees it: ``(channels, *spatial)`` or ``(d,)``.
+    init : {'zeros', 'adjoint', 'pinv', 'learned'}
+    score_transform : {'identity', 'arcsinh', 'normalize'}
+    link : {'identity', 'softplus', 'sigmoid'}
+    """
+
+    def __init__(self, net, n_steps, signal_shape, net_shape, init, score_transform, link):
+        super().__init__()
+        self.net, self.n_steps = net, n_steps
+        self.signal_shape, self.net_shape = tuple(signal_shape), tuple(net_shape)
+        self.init, self.score_transform, self.link = init, score_transform, link
+        if init == "learned":
+            self.init_scale = nn.Parameter(torch.ones(1))
+            self.init_shift = nn.Parameter(torch.zeros(1))
+
+    def reset_parameters_with(self, generator):
+        from .._base._random import init_parameters  # the estimator layer's helper
+
+        init_parameters(self.net, generator)
+        if self.init == "learned":
+            with torch.no_grad():
+                self.init_scale.fill_(1.0)
+                self.init_shift.zero_()
+
+    def _to_net(self, v):
+        return v.reshape(v.shape[0], *self.net_shape)
+
+    def _to_signal(self, v):
+        return v.reshape(v.shape[0], *self.signal_shape)
+
+    def initial_estimate(self, adjoint_y, physics):
+        if self.init == "zeros":
+            return torch.zeros_like(adjoint_y)
+        if self.init == "adjoint":
+            return adjoint_y
+        if self.init == "learned":
+            return self.init_scale * adjoint_y + self.init_shift
+        operator = physics.operator
+        x, _ = operator.solve_normal(adjoint_y, lam=1e-3 * operator.norm(n_iter=20) ** 2,
+                                     max_iter=100, tol=1e-6)
+        return x
+
+    def forward(self, y, physics):
+        link, inverse, derivative = LINKS[self.link]
+        transform = TRANSFORMS[self.score_transform]
+        adjoint_y = physics.adjoint(y)
+        eta = inverse(self.initial_estimate(adjoint_y, physics))
+        memory, estimates = None, []
+        adjoint_net = self._to_net(adjoint_y)
+        channel_axis = 1 if len(self.net_shape) > 1 else -1
+        for _ in range(self.n_steps):
+            x = link(eta)
+            score = physics.score(x, y) * derivative(eta)
+            inputs = torch.cat(
+                [self._to_net(eta), self._to_net(transform(score)), adjoint_net], dim=channel_axis
+            )
+            update, memory = self.net(inputs, memory)
+            eta = eta + self._to_signal(update)
+            estimates.append(link(eta))
+        return torch.stack(estimates, dim=1)  # (batch, n_steps, *signal_shape)

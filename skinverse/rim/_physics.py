@@ -1,0 +1,111 @@
+r"""The likelihood a RIM follows: an operator with Gaussian noise, a score function or an
+energy function, and the least-squares linear model learned when none is given."""
+
+import numpy as np
+import torch
+
+from ..operators import LinearOperator, MatrixOperator
+
+
+class Physics:
+    r"""Score :math:`\nabla_x \log p(y \mid x)` and the adjoint used to show ``y`` to the
+    network, from whichever description the user gave.
+
+    * ``operator`` and ``noise_std``: :math:`A^H (y - A x) / \sigma^2`;
+    * ``score_fn(x, y)``: returns :math:`\nabla_x \log p(y \mid x)` (the *log-likelihood*
+      gradient: it points towards more likely ``x``);
+    * ``energy_fn(x, y)``: returns :math:`-\log p(y \mid x)` per sample (up to a constant);
+      the score is minus its gradient, by autograd.
+
+    ``x`` and ``y`` are batched tensors shaped like the operator's input and output (or
+    flat ``(batch, n)`` without an operator).
+    """
+
+    def __init__(self, operator=None, noise_std=None, score_fn=None, energy_fn=None):
+        self.operator, self.noise_std = operator, noise_std
+        self.score_fn, self.energy_fn = score_fn, energy_fn
+
+    def score(self, x, y):
+        if self.score_fn is not None:
+            return self.score_fn(x, y)
+        if self.energy_fn is not None:
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                energy = self.energy_fn(x, y).sum()
+                (grad,) = torch.autograd.grad(energy, x)
+            return -grad
+        return self.operator.score(x, y, self.noise_std)
+
+    def adjoint(self, y):
+        if self.operator is not None:
+            return self.operator.adjoint(y)
+        return y
+
+
+def fit_linear_model(signals, observations):
+    r"""Least-squares forward model :math:`X \approx Y A^\top` and the residual noise level.
+
+    Parameters
+    ----------
+    signals : ndarray of shape (n, d)
+    observations : ndarray of shape (n, m)
+
+    Returns
+    -------
+    operator : MatrixOperator
+        :math:`A` of shape (m, d).
+    noise_std : float
+        Root-mean-square residual (floored at 1e-3 of the data's scale).
+    """
+    solution, *_ = np.linalg.lstsq(signals, observations, rcond=None)
+    residual = observations - signals @ solution
+    scale = max(float(np.std(observations)), 1e-12)
+    noise_std = max(float(np.sqrt(np.mean(residual**2))), 1e-3 * scale)
+    return MatrixOperator(solution.T), noise_std
+
+
+def check_score_sign(physics, signals, observations):
+    r"""Catch the common sign slip (a score of the *negative* log-likelihood).
+
+    From :math:`x_0 = 0` the true signals are more likely than :math:`x_0`, so the score at
+    :math:`x_0` must correlate positively with them; an energy must be lower at them.
+    """
+    with torch.no_grad():
+        zeros = torch.zeros_like(signals)
+    if physics.energy_fn is not None:
+        with torch.no_grad():
+            at_truth = physics.energy_fn(signals, observations).mean()
+            at_zero = physics.energy_fn(zeros, observations).mean()
+        if bool(at_truth > at_zero):
+            raise ValueError(
+                "energy_fn is larger at the training signals than at zero: it must return "
+                "-log p(y | x) per sample (lower is more likely). Is its sign flipped?"
+            )
+    elif physics.score_fn is not None:
+        score = physics.score(zeros, observations)
+        if tuple(score.shape) != tuple(signals.shape):
+            raise ValueError(
+                f"score_fn returned shape {tuple(score.shape)}; expected the shape of x, "
+                f"{tuple(signals.shape)}."
+            )
+        if float((score * signals).sum()) < 0:
+            raise ValueError(
+                "score_fn points away from the training signals: it must return "
+                "grad_x log p(y | x) (the log-likelihood's gradient, not the energy's). "
+                "Is its sign flipped?"
+            )
+
+
+def check_operator(operator):
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(
+            "operator must be a skinverse.operators.LinearOperator, got "
+            f"{type(operator).__name__}."
+        )
+    if getattr(operator, "complex_input", False) or getattr(operator, "complex_output", False):
+        raise ValueError("RIMRegressor works with real operators; this one is complex.")
+    if type(operator).adjoint is LinearOperator.adjoint and not hasattr(operator, "outer"):
+        raise ValueError(
+            f"{type(operator).__name__} has no adjoint; the RIM needs A^H for the "
+            "likelihood score."
+        )

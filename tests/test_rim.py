@@ -1,0 +1,212 @@
+"""RIMRegressor against references: the posterior mean of a linear-Gaussian problem, the
+least-squares forward model, autograd of an energy, the EMA formula."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from skinverse.callbacks import Callback
+from skinverse.operators import Blur, Inpainting, LinearOperator, MatrixOperator, gaussian_kernel
+from skinverse.rim import RIMRegressor
+from skinverse.rim._physics import Physics
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _deblurring(n_samples=300, n=16, noise=0.05, seed=0):
+    rng = np.random.RandomState(seed)
+    signals = np.cumsum(rng.normal(size=(n_samples, n)), axis=1) / 4
+    blur = Blur(gaussian_kernel(5, 1.5), input_shape=(n,))
+    observed = blur(torch.as_tensor(signals, dtype=torch.float32)).numpy().astype(np.float64)
+    return observed + noise * rng.normal(size=observed.shape), signals, blur
+
+
+def test_rim_approaches_the_posterior_mean_of_a_gaussian_problem():
+    n, noise = 8, 0.1
+    grid = np.arange(n)
+    cov = np.exp(-0.5 * ((grid[:, None] - grid) / 2.0) ** 2) + 1e-6 * np.eye(n)
+    chol = torch.as_tensor(np.linalg.cholesky(cov), dtype=torch.float32)
+    blur = Blur(gaussian_kernel(3, 1.0), input_shape=(n,))
+    A = blur.to(dtype=torch.float64).forward(torch.eye(n, dtype=torch.float64)).numpy().T
+    rng = np.random.RandomState(1)
+    x_test = rng.normal(size=(2000, n)) @ chol.double().numpy().T
+    y_test = x_test @ A.T + noise * rng.normal(size=x_test.shape)
+    gain = cov @ A.T @ np.linalg.inv(A @ cov @ A.T + noise**2 * np.eye(n))
+    optimal = np.mean((y_test @ gain.T - x_test) ** 2)
+
+    rim = RIMRegressor(
+        operator=Blur(gaussian_kernel(3, 1.0), input_shape=(n,)), noise_std=noise,
+        prior_sampler=lambda k, g: torch.randn((k, n), generator=g) @ chol.T,
+        n_simulations=2000, n_steps=5, hidden_size=64, max_epochs=15, batch_size=100,
+        learning_rate=3e-3, n_iter_no_change=100, random_state=0,
+    ).fit(None)
+    ratio = np.mean((rim.predict(y_test) - x_test) ** 2) / optimal
+    assert 1.0 <= ratio < 1.15  # the posterior mean is optimal; the RIM gets close
+
+
+def test_learned_linear_model_recovers_the_forward_matrix():
+    rng = np.random.RandomState(0)
+    true = rng.normal(size=(6, 4))
+    signals = rng.normal(size=(400, 4))
+    observed = signals @ true.T + 0.01 * rng.normal(size=(400, 6))
+    rim = RIMRegressor(n_steps=2, max_epochs=1, random_state=0).fit(observed, signals)
+    learned = rim.operator_.matrix.double().numpy()
+    expected = np.linalg.lstsq(signals, observed, rcond=None)[0].T
+    np.testing.assert_allclose(learned, expected, rtol=1e-5, atol=1e-6)
+    assert rim.noise_std_ == pytest.approx(0.01, rel=0.15)
+
+
+def test_energy_score_equals_the_operator_score():
+    op = MatrixOperator(np.random.RandomState(0).normal(size=(5, 3))).to(dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    y = torch.randn(4, 5, dtype=torch.float64)
+    energy = Physics(energy_fn=lambda x, y: -op.log_likelihood(x, y, 0.2))
+    torch.testing.assert_close(energy.score(x, y), op.score(x, y, 0.2))
+
+
+def test_sign_slips_are_caught_at_fit():
+    observed, signals, blur = _deblurring(100)
+
+    def wrong_score(x, y):
+        return -blur.score(x, y, 0.05)
+
+    with pytest.raises(ValueError, match="sign flipped"):
+        RIMRegressor(operator=blur, score_fn=wrong_score, max_epochs=1).fit(observed, signals)
+    with pytest.raises(ValueError, match="sign flipped"):
+        RIMRegressor(operator=blur, energy_fn=lambda x, y: blur.log_likelihood(x, y, 0.05),
+                     max_epochs=1).fit(observed, signals)
+    rim = RIMRegressor(operator=blur, score_fn=lambda x, y: blur.score(x, y, 0.05), n_steps=2,
+                       max_epochs=2, random_state=0).fit(observed, signals)
+    assert rim.score(observed, signals) > 0
+
+
+def test_best_step_and_trajectory():
+    observed, signals, blur = _deblurring(200)
+    rim = RIMRegressor(operator=blur, noise_std=0.05, n_steps=4, max_epochs=10,
+                       learning_rate=3e-3, random_state=0).fit(observed, signals)
+    trajectory = rim.predict(observed, return_trajectory=True)
+    assert trajectory.shape == (200, 4, 16)
+    assert rim.best_step_ == int(np.argmin(rim.step_errors_)) + 1
+    np.testing.assert_array_equal(rim.predict(observed), trajectory[:, rim.best_step_ - 1])
+    errors = ((trajectory - signals[:, None]) ** 2).mean(axis=(0, 2))
+    np.testing.assert_allclose(errors, rim.step_errors_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["unet", "hourglass"])
+def test_convolutional_backbones_take_odd_2d_shapes_and_channels(backbone):
+    rng = np.random.RandomState(0)
+    shape = (2, 7, 5)
+    mask = (rng.uniform(size=shape) > 0.3).astype(float)
+    signals = rng.normal(size=(60, int(np.prod(shape))))
+    observed = signals * mask.ravel()
+    rim = RIMRegressor(operator=Inpainting(mask), noise_std=0.1, input_shape=(7, 5),
+                       channels=2, backbone=backbone, width=4, depth=2, n_steps=2,
+                       max_epochs=2, random_state=0).fit(observed, signals)
+    assert rim.predict(observed).shape == signals.shape
+
+
+def test_3d_signals():
+    rng = np.random.RandomState(0)
+    signals = rng.normal(size=(20, 3 * 4 * 5))
+    blur = Blur(gaussian_kernel(3, 1.0, ndim=3), input_shape=(3, 4, 5))
+    observed = blur(torch.as_tensor(signals.reshape(20, 3, 4, 5), dtype=torch.float32))
+    observed = observed.reshape(20, -1).numpy()
+    rim = RIMRegressor(operator=blur, noise_std=0.1, input_shape=(3, 4, 5), width=2,
+                       n_steps=2, max_epochs=1, random_state=0).fit(observed, signals)
+    assert rim.predict(observed).shape == (20, 60)
+
+
+def test_softplus_link_gives_positive_signals():
+    observed, signals, blur = _deblurring(100)
+    signals = np.abs(signals) + 0.1
+    observed = blur(torch.as_tensor(signals, dtype=torch.float32)).numpy()
+    rim = RIMRegressor(operator=blur, noise_std=0.05, link="softplus", init="zeros",
+                       n_steps=3, max_epochs=3, random_state=0).fit(observed, signals)
+    assert np.all(rim.predict(observed) > 0)
+
+
+def test_ema_weights_follow_the_formula():
+    observed, signals, blur = _deblurring(40)
+
+    class Weights(Callback):
+        def __init__(self):
+            self.states = []
+
+        def on_batch_end(self, estimator, batch_index, loss):
+            self.states.append({k: v.clone() for k, v in estimator.module_.state_dict().items()})
+
+    params = dict(operator=blur, noise_std=0.05, n_steps=2, max_epochs=1, batch_size=20,
+                  random_state=0)
+    recorder = Weights()
+    RIMRegressor(callbacks=[recorder], **params).fit(observed, signals)
+    ema = RIMRegressor(ema_decay=0.75, **params).fit(observed, signals)
+    first, second = recorder.states
+    for key, value in ema.module_.state_dict().items():
+        torch.testing.assert_close(value, 0.75 * first[key] + 0.25 * second[key])
+
+
+def test_warmup_starts_from_a_zero_learning_rate():
+    observed, signals, blur = _deblurring(40)
+    params = dict(operator=blur, noise_std=0.05, n_steps=2, max_epochs=1, random_state=0)
+    start = RIMRegressor(max_epochs=1, **{k: v for k, v in params.items() if k != "max_epochs"})
+    start.set_params(learning_rate=1e-12).fit(observed, signals)
+    warm = RIMRegressor(warmup_steps=10**9, **params).fit(observed, signals)
+    for key, value in warm.module_.state_dict().items():
+        torch.testing.assert_close(value, start.module_.state_dict()[key], rtol=1e-6, atol=1e-7)
+
+
+def test_simulator_draws_fresh_pairs_every_epoch():
+    calls = []
+
+    def prior(n, generator):
+        calls.append(n)
+        return torch.randn((n, 8), generator=generator)
+
+    rim = RIMRegressor(operator=Blur(gaussian_kernel(3, 1.0), input_shape=(8,)), noise_std=0.1,
+                       prior_sampler=prior, n_simulations=50, n_steps=2, max_epochs=3,
+                       n_iter_no_change=99, random_state=0).fit(None)
+    assert rim.n_features_in_ == 8 and len(calls) == 1 + 3  # the first set, then one per epoch
+    with pytest.raises(ValueError, match="prior_sampler"):
+        RIMRegressor().fit(None)
+
+
+def test_pickle_round_trip():
+    observed, signals, blur = _deblurring(60)
+    rim = RIMRegressor(operator=blur, noise_std=0.05, n_steps=2, max_epochs=2,
+                       random_state=0).fit(observed, signals)
+    loaded = pickle.loads(pickle.dumps(rim))
+    np.testing.assert_array_equal(loaded.predict(observed), rim.predict(observed))
+
+
+def test_user_operator_is_not_modified():
+    observed, signals, blur = _deblurring(30)
+    kernel = blur.kernel.clone()
+    RIMRegressor(operator=blur, noise_std=0.05, dtype="float64", n_steps=2,
+                 max_epochs=1).fit(observed, signals)
+    assert blur.kernel.dtype == torch.float32 and torch.equal(blur.kernel, kernel)
+
+
+def test_bad_inputs_get_clear_errors():
+    observed, signals, blur = _deblurring(30)
+    with pytest.raises(ValueError, match="output_shape"):
+        RIMRegressor(operator=blur, max_epochs=1).fit(observed[:, :10], signals)
+    with pytest.raises(ValueError, match="input_shape"):
+        RIMRegressor(operator=blur, max_epochs=1).fit(observed, signals[:, :10])
+    with pytest.raises(ValueError, match="NaN"):
+        bad = observed.copy()
+        bad[0, 0] = np.nan
+        RIMRegressor(operator=blur, max_epochs=1).fit(bad, signals)
+
+    class NoAdjoint(LinearOperator):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="no adjoint"):
+        RIMRegressor(operator=NoAdjoint((16,), (16,)), max_epochs=1).fit(observed, signals)
+    with pytest.raises(ValueError, match="step_weights"):
+        RIMRegressor(operator=blur, n_steps=3, step_weights=[1.0, 2.0],
+                     max_epochs=1).fit(observed, signals)
+    with pytest.raises(ValueError, match="input_shape"):
+        RIMRegressor(operator=blur, input_shape=(5, 5), max_epochs=1).fit(observed, signals)
