@@ -210,3 +210,26 @@ def test_bad_inputs_get_clear_errors():
                      max_epochs=1).fit(observed, signals)
     with pytest.raises(ValueError, match="input_shape"):
         RIMRegressor(operator=blur, input_shape=(5, 5), max_epochs=1).fit(observed, signals)
+
+
+def test_per_sample_arguments_reach_the_score_function():
+    """A per-sample noise level: the score of each sample uses its own sigma."""
+    observed, signals, blur = _deblurring(120)
+    sigmas = np.where(np.arange(120) % 2, 0.05, 0.2)
+    seen = []
+
+    def score(x, y, sigma):
+        seen.append(tuple(sigma.shape))
+        return blur.score(x, y, 1.0) / sigma[:, None] ** 2
+
+    rim = RIMRegressor(operator=blur, score_fn=score, n_steps=2, max_epochs=2, batch_size=40,
+                       random_state=0).fit(observed, signals, sigma=sigmas)
+    assert (40,) in seen
+    pred = rim.predict(observed[:10], sigma=sigmas[:10])
+    assert pred.shape == (10, 16)
+    assert rim.score(observed, signals, sigma=sigmas) > 0
+    with pytest.raises(ValueError, match="one row per sample"):
+        rim.predict(observed[:10], sigma=sigmas)
+    with pytest.raises(ValueError, match="only score_fn or energy_fn"):
+        RIMRegressor(operator=blur, noise_std=0.1, max_epochs=1).fit(observed, signals,
+                                                                    sigma=sigmas)

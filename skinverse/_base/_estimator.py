@@ -516,21 +516,27 @@ class BaseTorchEstimator(BaseEstimator):
         return self.max_epochs if state["finished"] else self.n_iter_
 
     # ------------------------------------------------------------------ prediction
-    def _predict_outputs(self, X):
-        """Validate ``X`` and return (network outputs as a tensor, X's float dtype)."""
+    def _predict_outputs(self, X, extras=None):
+        """Validate ``X`` and return (network outputs as a tensor, X's float dtype).
+
+        ``extras`` are validated per-sample arrays handed to ``_forward`` chunk by chunk.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
-        return self._forward_chunks(X), X.dtype
+        return self._forward_chunks(X, extras), X.dtype
 
-    def _forward_chunks(self, X):
+    def _forward_chunks(self, X, extras=None):
         self.module_.eval()
         outputs = []
         with torch.no_grad():
             for start in range(0, X.shape[0], PREDICT_CHUNK):
-                chunk = to_tensor(
-                    X[start : start + PREDICT_CHUNK], dtype=self._torch_dtype, device=self.device_
-                )
-                outputs.append(self._forward(chunk))
+                rows = slice(start, start + PREDICT_CHUNK)
+                chunk = to_tensor(X[rows], dtype=self._torch_dtype, device=self.device_)
+                if extras:
+                    more = self._to_tensors({k: v[rows] for k, v in extras.items()})
+                    outputs.append(self._forward(chunk, **more))
+                else:
+                    outputs.append(self._forward(chunk))
         return torch.cat(outputs)
 
     # ------------------------------------------------------------------ pickling

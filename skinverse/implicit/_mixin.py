@@ -176,10 +176,10 @@ class _ImplicitMixin:
         self.A_inf_norm_ = self.module_.a_inf_norm()
         return self
 
-    def _predict_outputs(self, X):
+    def _predict_outputs(self, X, extras=None):
         check_is_fitted(self)
         self.module_.stats.clear()
-        outputs, dtype = super()._predict_outputs(X)
+        outputs, dtype = super()._predict_outputs(X, extras)
         self._warn_if_unconverged([s for _, s in self.module_.stats], "prediction")
         self.module_.stats.clear()
         if not bool(torch.isfinite(outputs).all()):

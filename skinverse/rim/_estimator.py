@@ -254,7 +254,31 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         observations = self.operator_.forward(signals) + self.noise_std_ * noise
         return {"X": observations.reshape(n, -1), "y": signals.reshape(n, -1)}
 
-    def _validate_fit_data(self, X, y, *, reset, sample_weight=None):
+    def _validate_extras(self, extras, n_samples):
+        """Per-sample keyword arguments for score_fn/energy_fn, as arrays of n_samples rows."""
+        if extras and self.score_fn is None and self.energy_fn is None:
+            raise ValueError(
+                f"Per-sample arguments {sorted(extras)} were given, but only score_fn or "
+                "energy_fn take them (operators are fixed)."
+            )
+        checked = {}
+        for name, value in extras.items():
+            array = np.asarray(value)
+            if array.ndim == 0 or len(array) != n_samples:
+                raise ValueError(
+                    f"Per-sample argument {name!r} must have one row per sample "
+                    f"({n_samples}), got shape {array.shape}."
+                )
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"Per-sample argument {name!r} must be numeric.")
+            checked[f"extra:{name}"] = array
+        return checked
+
+    @staticmethod
+    def _split_extras(batch):
+        return {k[6:]: v for k, v in batch.items() if k.startswith("extra:")}
+
+    def _validate_fit_data(self, X, y, *, reset, sample_weight=None, **extras):
         if self.operator is not None:
             check_operator(self.operator)
         if X is None and self.prior_sampler is not None:
@@ -265,6 +289,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             return {"X": None, "y": None, "simulate": True}
         data = super()._validate_fit_data(X, y, reset=reset, sample_weight=sample_weight)
         self._shapes(data["X"].shape[1], data["y"].shape[1])
+        data.update(self._validate_extras(extras, len(data["X"])))
         return data
 
     def _build_module(self, data):
@@ -292,14 +317,12 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         obs_shape, signal_shape, net_shape = self._shapes(n_obs, n_signal)
         self._obs_shape, self._signal_shape = obs_shape, signal_shape
         if signals is not None and (self.score_fn or self.energy_fn):
-            k = min(64, len(signals))
-
-            def head(array, shape):
-                tensor = torch.as_tensor(array[:k], dtype=self._torch_dtype)
-                return tensor.reshape(k, *shape).to(self.device_)
-
-            check_score_sign(self.physics_, head(signals, signal_shape),
-                             head(observations, obs_shape))
+            rows = slice(0, min(64, len(signals)))
+            head = self._to_tensors({"y": signals[rows], "X": observations[rows],
+                                     **{k: v[rows] for k, v in data.items()
+                                        if k.startswith("extra:")}})
+            check_score_sign(self.physics_, head["y"].reshape(-1, *signal_shape),
+                             head["X"].reshape(-1, *obs_shape), self._split_extras(head))
         backbone = self.backbone
         if backbone == "auto":
             backbone = "gru" if self.input_shape is None else "unet"
@@ -328,21 +351,21 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         return super()._to_tensors(data)
 
     # ------------------------------------------------------------------ training steps
-    def _forward(self, X):
+    def _forward(self, X, **extras):
         """All steps' estimates, flattened: (batch, n_steps, n_signal)."""
         observations = X.reshape(X.shape[0], *self._obs_shape)
-        trajectory = self.module_(observations, self.physics_)
+        trajectory = self.module_(observations, self.physics_, extras)
         return trajectory.reshape(X.shape[0], self.n_steps, -1)
 
     def _compute_loss(self, batch):
-        trajectory = self._forward(batch["X"])
+        trajectory = self._forward(batch["X"], **self._split_extras(batch))
         errors = (trajectory - batch["y"][:, None]).pow(2).mean(dim=2) @ self._weights
         weights = batch.get("sample_weight")
         return errors.mean() if weights is None else (weights * errors).mean()
 
     def _validation_score(self, val):
         with torch.no_grad():
-            final = to_numpy(self._forward(val["X"])[:, -1])
+            final = to_numpy(self._forward(val["X"], **self._split_extras(val))[:, -1])
         return r2_score(to_numpy(val["y"]), final)
 
     def _train_step(self, batch):
@@ -383,7 +406,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self._choose_best_step(val if val is not None else train)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, **physics_params):
         """Train on pairs of observations ``X`` and signals ``y``, or on simulations.
 
         Parameters
@@ -394,6 +417,10 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             The true signals.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights of the loss.
+        **physics_params : array-like with n_samples rows
+            Per-sample arguments passed (batched, as tensors) to ``score_fn`` or
+            ``energy_fn``. In a ``Pipeline`` pass them as ``rimregressor__name=...``;
+            ``GridSearchCV.fit`` splits them with the folds.
 
         Returns
         -------
@@ -404,7 +431,8 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             raise ValueError("X is None: pass training pairs (X, y), or set prior_sampler.")
         self._simulating = X is None
         try:
-            return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+            return self._fit(X, y, incremental=False, sample_weight=sample_weight,
+                             **physics_params)
         finally:
             self._simulating = False
 
@@ -413,13 +441,13 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         errors = torch.zeros(self.n_steps, dtype=torch.float64)
         with torch.no_grad():
             for batch in self._iter_batches(data, shuffle=False):
-                trajectory = self._forward(batch["X"])
+                trajectory = self._forward(batch["X"], **self._split_extras(batch))
                 errors += (trajectory - batch["y"][:, None]).pow(2).sum(dim=(0, 2)).double().cpu()
         self.step_errors_ = (errors / (self._n_rows(data) * self.n_outputs_)).numpy()
         self.best_step_ = int(np.argmin(self.step_errors_)) + 1
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, X, return_trajectory=False):
+    def predict(self, X, return_trajectory=False, **physics_params):
         """Reconstruct signals from observations ``X``.
 
         Parameters
@@ -428,18 +456,38 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             Observations.
         return_trajectory : bool, default=False
             Return the estimates of every step, shape (n_samples, n_steps, n_signal).
+        **physics_params : array-like with n_samples rows
+            Per-sample arguments of ``score_fn``/``energy_fn``, as in :meth:`fit`.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples, n_signal) or (n_samples,)
             The estimate of step ``best_step_`` (in the float dtype of ``X``).
         """
-        trajectory, dtype = self._predict_outputs(X)
+        n_rows = len(X) if hasattr(X, "__len__") else None
+        extras = {k[6:]: v for k, v in self._validate_extras(physics_params, n_rows).items()}
+        trajectory, dtype = self._predict_outputs(X, extras)
         trajectory = to_numpy(trajectory, dtype)
         if return_trajectory:
             return trajectory
         pred = trajectory[:, self.best_step_ - 1]
         return pred.ravel() if self._y_is_1d else pred
+
+    def score(self, X, y, sample_weight=None, **physics_params):
+        """:math:`R^2` of the reconstructions of ``X`` against the signals ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_observation_features)
+        y : array-like of shape (n_samples, n_signal) or (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+        **physics_params : per-sample arguments, as in :meth:`fit`.
+
+        Returns
+        -------
+        score : float
+        """
+        return r2_score(y, self.predict(X, **physics_params), sample_weight=sample_weight)
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -37,7 +37,8 @@ TRANSFORMS = {"identity": lambda g: g, "arcsinh": torch.asinh, "normalize": _nor
 
 
 class RIMModule(nn.Module):
-    """Unrolled RIM: ``forward(y, physics)`` returns the estimates of every step.
+    """Unrolled RIM: ``forward(y, physics, extras)`` returns the estimates of every step
+    (``extras``: per-sample tensors for the physics).
 
     The physics (operator, score or energy) is an argument, not a submodule: it holds no
     trainable parameters and belongs to the estimator.
@@ -93,7 +94,7 @@ class RIMModule(nn.Module):
                                      max_iter=100, tol=1e-6)
         return x
 
-    def forward(self, y, physics):
+    def forward(self, y, physics, extras=None):
         link, inverse, derivative = LINKS[self.link]
         transform = TRANSFORMS[self.score_transform]
         adjoint_y = physics.adjoint(y)
@@ -103,7 +104,7 @@ class RIMModule(nn.Module):
         channel_axis = 1 if len(self.net_shape) > 1 else -1
         for _ in range(self.n_steps):
             x = link(eta)
-            score = physics.score(x, y) * derivative(eta)
+            score = physics.score(x, y, **(extras or {})) * derivative(eta)
             inputs = torch.cat(
                 [self._to_net(eta), self._to_net(transform(score)), adjoint_net], dim=channel_axis
             )

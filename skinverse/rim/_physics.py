@@ -25,13 +25,14 @@ class Physics:
         self.operator, self.noise_std = operator, noise_std
         self.score_fn, self.energy_fn = score_fn, energy_fn
 
-    def score(self, x, y):
+    def score(self, x, y, **extras):
+        """The score; ``extras`` are per-sample tensors handed to ``score_fn``/``energy_fn``."""
         if self.score_fn is not None:
-            return self.score_fn(x, y)
+            return self.score_fn(x, y, **extras)
         if self.energy_fn is not None:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
-                energy = self.energy_fn(x, y).sum()
+                energy = self.energy_fn(x, y, **extras).sum()
                 (grad,) = torch.autograd.grad(energy, x)
             return -grad
         return self.operator.score(x, y, self.noise_std)
@@ -64,7 +65,7 @@ def fit_linear_model(signals, observations):
     return MatrixOperator(solution.T), noise_std
 
 
-def check_score_sign(physics, signals, observations):
+def check_score_sign(physics, signals, observations, extras):
     r"""Catch the common sign slip (a score of the *negative* log-likelihood).
 
     From :math:`x_0 = 0` the true signals are more likely than :math:`x_0`, so the score at
@@ -74,15 +75,15 @@ def check_score_sign(physics, signals, observations):
         zeros = torch.zeros_like(signals)
     if physics.energy_fn is not None:
         with torch.no_grad():
-            at_truth = physics.energy_fn(signals, observations).mean()
-            at_zero = physics.energy_fn(zeros, observations).mean()
+            at_truth = physics.energy_fn(signals, observations, **extras).mean()
+            at_zero = physics.energy_fn(zeros, observations, **extras).mean()
         if bool(at_truth > at_zero):
             raise ValueError(
                 "energy_fn is larger at the training signals than at zero: it must return "
                 "-log p(y | x) per sample (lower is more likely). Is its sign flipped?"
             )
     elif physics.score_fn is not None:
-        score = physics.score(zeros, observations)
+        score = physics.score(zeros, observations, **extras)
         if tuple(score.shape) != tuple(signals.shape):
             raise ValueError(
                 f"score_fn returned shape {tuple(score.shape)}; expected the shape of x, "
