@@ -75,6 +75,8 @@ def to_tensor(array, *, dtype, device):
     if not array.flags.writeable or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array).copy()
     tensor = torch.from_numpy(array)
+    if torch.device(device).type == "cuda":
+        tensor = tensor.pin_memory()  # page-locked, so the copy below is truly asynchronous
     return tensor.to(device=device, dtype=dtype, non_blocking=True)
 
 

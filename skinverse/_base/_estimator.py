@@ -22,6 +22,7 @@ from ..exceptions import ConvergenceWarning, DivergenceWarning, TrainingInterrup
 from . import _checkpoint
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
 from ._docs import fill_doc
+from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
 from ._device import device_available, resolve_device, resolve_dtype, to_numpy, to_tensor
 from ._random import build_module_isolated, init_parameters, make_generator
 from ._warn import warn_user
@@ -204,6 +205,10 @@ class BaseTorchEstimator(BaseEstimator):
         self.module_ = module.to(device=self.device_, dtype=self._torch_dtype)
         self.optimizer_ = self._build_optimizer()
         self.scheduler_ = self._build_scheduler()
+        # float16 autocast (estimators with a mixed_precision parameter) needs loss scaling.
+        fp16 = getattr(self, "mixed_precision", None) == "fp16"
+        self._grad_scaler = (torch.amp.GradScaler("cuda") if fp16 and self.device_.type == "cuda"
+                             else None)
         self.n_iter_ = 0
         self.t_ = 0
         self.loss_curve_ = []
@@ -296,14 +301,27 @@ class BaseTorchEstimator(BaseEstimator):
             idx = order[start : start + size]
             yield {k: v[idx] for k, v in tensors.items()}
 
-    def _train_step(self, batch):
-        """One optimiser step; returns the detached batch loss."""
+    def _train_step(self, batch, share=1.0):
+        """One optimiser step on (this rank's share of) a batch; returns the detached loss.
+
+        Under ``torch.distributed`` the gradients of the ranks' slices are averaged,
+        weighted by ``share``, so the step is the one of the whole global batch.
+        """
         self.optimizer_.zero_grad(set_to_none=True)
         loss = self._compute_loss(batch)
-        loss.backward()
+        scaler = self._grad_scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if self._world_size > 1:
+            average_gradients(self.module_.parameters(), share)
+        if scaler is not None:
+            scaler.unscale_(self.optimizer_)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
-        self.optimizer_.step()
+        if scaler is None:
+            self.optimizer_.step()
+        else:
+            scaler.step(self.optimizer_)
+            scaler.update()
         return loss.detach()
 
     def _run_epoch(self, train, batch_hooks):
@@ -311,24 +329,31 @@ class BaseTorchEstimator(BaseEstimator):
         self.module_.train()
         losses, sizes = [], []
         for index, batch in enumerate(self._iter_batches(train, shuffle=True)):
-            loss = self._train_step(batch)
+            local, share = batch, 1.0
+            if self._world_size > 1:
+                local, share = shard(batch, self._n_rows(batch))
+            loss = self._train_step(local, share)
             losses.append(loss)
-            sizes.append(self._n_rows(batch))
+            sizes.append(self._n_rows(local))
             for hook in batch_hooks:
                 hook.on_batch_end(self, index, loss)
-        n = sum(sizes)
-        self.t_ += n
         weights = torch.tensor(sizes, dtype=torch.float64, device=self.device_)
-        return float(torch.stack(losses).to(torch.float64) @ weights) / n
+        totals = torch.stack([torch.stack(losses).to(torch.float64) @ weights, weights.sum()])
+        if self._world_size > 1:
+            all_reduce_sum(totals)  # over ranks: the global-batch mean
+        total, n = totals.tolist()
+        self.t_ += int(n)
+        return total / n
 
     def _all_callbacks(self, n_batches):
         """The built-in callbacks the parameters ask for, then the user's."""
         callbacks = []
-        if self.verbose:
+        main = is_main_process()  # under torch.distributed only rank 0 prints and logs
+        if self.verbose and main:
             callbacks.append(EpochPrinter())
-        if self.verbose >= 2:
+        if self.verbose >= 2 and main:
             callbacks.append(ProgressBar(n_batches))
-        if self.log_dir is not None:
+        if self.log_dir is not None and main:
             callbacks.append(TensorBoardLogger(self.log_dir))
         for cb in self.callbacks or []:
             if not isinstance(cb, Callback):
@@ -340,7 +365,14 @@ class BaseTorchEstimator(BaseEstimator):
         return callbacks
 
     def _fit_loop(self, train, val, n_epochs, *, incremental):
-        n_batches = math.ceil(self._n_rows(train) / self._effective_batch_size(self._n_rows(train)))
+        batch_size = self._effective_batch_size(self._n_rows(train))
+        self._world_size = world()[1]
+        if batch_size < self._world_size:
+            raise ValueError(
+                f"batch_size {batch_size} is smaller than the {self._world_size} data-parallel "
+                "processes: every process needs at least one sample of each batch."
+            )
+        n_batches = math.ceil(self._n_rows(train) / batch_size)
         callbacks = self._all_callbacks(n_batches)
         batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
         for cb in callbacks:
@@ -477,7 +509,7 @@ class BaseTorchEstimator(BaseEstimator):
         }
 
     def _save_checkpoint(self, finished):
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and is_main_process():
             _checkpoint.save_checkpoint(self.checkpoint_dir, self._checkpoint_state(finished))
 
     def _resume_from_checkpoint(self):

@@ -138,8 +138,8 @@ class _ImplicitMixin:
             loss = loss + self.l1_penalty * self.module_.l1_norm()
         return loss
 
-    def _train_step(self, batch):
-        loss = super()._train_step(batch)
+    def _train_step(self, batch, share=1.0):
+        loss = super()._train_step(batch, share)
         self.module_.enforce_well_posedness()
         return loss
 

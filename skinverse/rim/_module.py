@@ -63,6 +63,7 @@ class RIMModule(nn.Module):
         self.net, self.n_steps = net, n_steps
         self.signal_shape, self.net_shape = tuple(signal_shape), tuple(net_shape)
         self.init, self.score_transform, self.link = init, score_transform, link
+        self.autocast_dtype = None  # torch.bfloat16 / torch.float16: mixed-precision network
         if init == "learned":
             self.init_scale = nn.Parameter(torch.ones(1))
             self.init_shift = nn.Parameter(torch.zeros(1))
@@ -108,7 +109,12 @@ class RIMModule(nn.Module):
             inputs = torch.cat(
                 [self._to_net(eta), self._to_net(transform(score)), adjoint_net], dim=channel_axis
             )
-            update, memory = self.net(inputs, memory)
+            if self.autocast_dtype is None:
+                update, memory = self.net(inputs, memory)
+            else:  # the backbone in low precision, the physics and the iterate in full
+                with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
+                    update, memory = self.net(inputs, memory)
+                update = update.to(eta.dtype)
             eta = eta + self._to_signal(update)
             estimates.append(link(eta))
         return torch.stack(estimates, dim=1)  # (batch, n_steps, *signal_shape)

@@ -73,3 +73,32 @@ class TorchMLPClassifier(ClassifierMixin, _MLPMixin, ClassifierHead, BaseTorchEs
             random_state=random_state, device=device, dtype=dtype, verbose=verbose,
             callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
         )
+
+
+def regression_problem(n_samples=240, n_features=5, seed=0):
+    """A fixed nonlinear regression problem (for tests that spawn processes)."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    X = rng.uniform(-1, 1, size=(n_samples, n_features))
+    return X, np.sin(2 * X[:, 0]) + X[:, 1] ** 2 - 0.5 * X[:, 2]
+
+
+def data_parallel_worker(rank, world_size, init_method, out_path, params):
+    """One rank of a gloo data-parallel fit of :class:`TorchMLPRegressor`; rank 0 saves
+    its loss curve, weights and a pickle of the fitted estimator to ``out_path``."""
+    import pickle
+
+    import torch
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=init_method, rank=rank,
+                                         world_size=world_size)
+    try:
+        X, y = regression_problem()
+        est = TorchMLPRegressor(**params).fit(X, y)
+        if rank == 0:
+            with open(out_path, "wb") as handle:
+                pickle.dump({"loss_curve": est.loss_curve_, "estimator": est}, handle)
+    finally:
+        torch.distributed.destroy_process_group()
