@@ -31,6 +31,13 @@ EXPECTED_FAILED_BY_NAME = {
     }
     for name in ("ImplicitClassifier", "ImplicitRegressor")
 }
+EXPECTED_FAILED_BY_NAME["IMNNTransformer"] = {
+    "check_methods_subset_invariance": (
+        "float32 GEMMs in the 128-wide default MLP round differently for different numbers "
+        "of rows (oneDNN picks kernels by shape): subsets agree to ~4e-6 relative, not the "
+        "check's 1e-7 (tests/test_imnn.py checks 1e-5)"
+    ),
+}
 
 
 def _instances():

@@ -27,7 +27,7 @@ SHARED_PARAMETERS = """\
         the training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping=True``.
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int, default={n_iter_no_change}
         Epochs without improvement before stopping.
     tol : float, default=1e-4
         Minimum improvement of the monitored quantity that counts.
@@ -82,12 +82,12 @@ SHARED_ATTRIBUTES = """\
 """
 
 
-def fill_doc(**defaults):
+def fill_doc(n_iter_no_change=10, **defaults):
     """Class decorator: substitute ``{shared_parameters}`` and ``{shared_attributes}``
     into the docstring, with the class's own defaults shown."""
 
     def decorate(cls):
-        params = SHARED_PARAMETERS.format(**defaults)
+        params = SHARED_PARAMETERS.format(n_iter_no_change=n_iter_no_change, **defaults)
         cls.__doc__ = cls.__doc__.replace("{shared_parameters}", params.strip()).replace(
             "{shared_attributes}", SHARED_ATTRIBUTES.strip()
         )

@@ -1,5 +1,21 @@
 """Data generators and loaders that work offline."""
 
+from ._fisher_problems import (
+    FisherProblem,
+    gaussian_mean_problem,
+    gaussian_mean_variance_problem,
+    gaussian_variance_problem,
+    line_slope_problem,
+)
 from ._signals import load_sample_patches, make_gaussian_signals, squared_exponential_covariance
 
-__all__ = ["load_sample_patches", "make_gaussian_signals", "squared_exponential_covariance"]
+__all__ = [
+    "FisherProblem",
+    "gaussian_mean_problem",
+    "gaussian_mean_variance_problem",
+    "gaussian_variance_problem",
+    "line_slope_problem",
+    "load_sample_patches",
+    "make_gaussian_signals",
+    "squared_exponential_covariance",
+]

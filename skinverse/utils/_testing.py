@@ -4,19 +4,14 @@ They prove the base on its own: a plain multilayer perceptron behind each head.
 """
 
 from sklearn.base import ClassifierMixin, RegressorMixin
-from torch import nn
 
 from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead
+from ..nn import MLP
 
 
 def make_mlp(n_in, hidden_layer_sizes, n_out):
     """``Linear -> ReLU -> ... -> Linear``."""
-    layers, width = [], n_in
-    for size in hidden_layer_sizes:
-        layers += [nn.Linear(width, size), nn.ReLU()]
-        width = size
-    layers.append(nn.Linear(width, n_out))
-    return nn.Sequential(*layers)
+    return MLP(n_in, hidden_layer_sizes, n_out)
 
 
 class _MLPMixin:

@@ -1,0 +1,6 @@
+"""Information-maximising neural networks (Charnock, Lavaux & Wandelt 2018) and
+likelihood-free inference with their summaries."""
+
+from ._estimator import IMNNTransformer
+
+__all__ = ["IMNNTransformer"]

@@ -1,0 +1,197 @@
+"""IMNNTransformer against references: the loss formula, numpy statistics, the analytic
+Fisher information of toy problems, the unchunked gradient, the sample-mean MLE."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+
+from skinverse.datasets import (
+    gaussian_mean_problem,
+    gaussian_mean_variance_problem,
+    gaussian_variance_problem,
+    line_slope_problem,
+)
+from skinverse.imnn import IMNNTransformer
+from skinverse.imnn._fisher import fisher_statistics, imnn_loss, regularisation_rate
+from skinverse.imnn._simulate import simulate_derivatives, simulate_fiducial
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _dataset(problem, n_s=500, n_d=500, seed=0, delta_theta=None):
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.as_tensor(problem.theta_fid, dtype=torch.float64)[None]
+    X = simulate_fiducial(problem.simulator, theta, n_s, g).numpy()
+    _, D = simulate_derivatives(problem.simulator, theta, n_d, g, delta_theta)
+    return X, D.numpy()
+
+
+# ---------------------------------------------------------------- the maths
+def test_loss_matches_the_direct_formula():
+    rng = np.random.RandomState(0)
+    t = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 3))
+    dt = rng.normal(size=(150, 3, 2))
+    stats = fisher_statistics(torch.as_tensor(t), torch.as_tensor(dt))
+    loss, record = imnn_loss(stats, lam=10.0, epsilon=0.1)
+
+    C = np.cov(t, rowvar=False)
+    Cinv = np.linalg.inv(C)
+    dmu = dt.mean(axis=0)
+    F = dmu.T @ Cinv @ dmu
+    lambda2 = np.linalg.norm(C - np.eye(3)) + np.linalg.norm(Cinv - np.eye(3))
+    alpha = -np.log(0.1 * 9 + 0.01 / 1.1) / 0.1
+    r = 10 * lambda2 / (lambda2 + np.exp(-alpha * lambda2))
+    np.testing.assert_allclose(stats["covariance"].numpy(), C, rtol=1e-12)
+    np.testing.assert_allclose(stats["fisher"].numpy(), F, rtol=1e-10)
+    assert regularisation_rate(10.0, 0.1) == pytest.approx(alpha)
+    assert float(loss) == pytest.approx(-np.log(np.linalg.det(F)) + r * lambda2, rel=1e-10)
+    assert record["Lambda2"] == pytest.approx(lambda2) and record["r"] == pytest.approx(r)
+    assert record["detF"] == pytest.approx(np.linalg.det(F), rel=1e-10)
+
+
+# ---------------------------------------------------------------- analytic Fisher
+@pytest.mark.parametrize("delta_theta", [None, 0.1])
+def test_simulator_mode_reaches_the_analytic_fisher_information(delta_theta):
+    problem = gaussian_mean_problem(n_data=10)  # F = 10
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid, n_s=400,
+                           n_d=400, delta_theta=delta_theta, hidden_layer_sizes=(16,),
+                           max_epochs=1000, n_iter_no_change=10**6,
+                           random_state=0).fit()
+    dets = [imnn.fisher_information(random_state=s)[0, 0] for s in range(5)]
+    # An estimate from 400 simulations scatters by ~7%; the optimum is 10.
+    assert 0.9 * 10 < np.mean(dets) < 1.1 * 10
+    assert len(imnn.history_["detF"]) == imnn.n_iter_ == 1000
+
+
+@pytest.mark.parametrize("delta_theta", [None, 0.05])
+def test_dataset_modes_find_the_information_of_the_mean(delta_theta):
+    problem = gaussian_mean_problem(n_data=10)  # F = 10, the mean is sufficient
+    X, D = _dataset(problem, delta_theta=delta_theta)
+    imnn = IMNNTransformer(theta_fid=problem.theta_fid, delta_theta=delta_theta,
+                           hidden_layer_sizes=(16,), max_epochs=1000,
+                           random_state=0).fit(X, derivatives=D)
+    X_test, D_test = _dataset(problem, n_s=2000, n_d=2000, seed=9, delta_theta=delta_theta)
+    score = imnn.score(X_test, derivatives=D_test)
+    assert np.log(10) - 0.15 < score < np.log(10) + 0.15
+
+
+def test_design_mode_and_the_sample_mean_estimate():
+    problem = gaussian_mean_problem(n_data=10)
+    rng = np.random.RandomState(0)
+    y = rng.uniform(-0.5, 0.5, size=600)
+    g = torch.Generator().manual_seed(0)
+    X = problem.simulator(torch.as_tensor(y[:, None]), g).numpy()
+    imnn = IMNNTransformer(hidden_layer_sizes=(16,), max_epochs=1000, random_state=0).fit(X, y)
+    assert imnn.theta_fid_ == pytest.approx([y.mean()])
+    assert np.log(10) - 0.2 < imnn.score(X, y) < np.log(10) + 0.2
+    estimate = imnn.transform(X)[:, 0]
+    # The MLE of a Gaussian mean is the sample mean (variance 1/F = 0.1); an unbiased
+    # estimate of efficiency e differs from it with variance 1/(eF) - 1/F. e >= 0.8:
+    assert np.std(estimate - X.mean(axis=1)) < np.sqrt(1 / 8 - 1 / 10)
+    assert abs(np.mean(estimate - X.mean(axis=1))) < 0.05
+
+
+def test_line_slope_information():
+    problem = line_slope_problem(n_data=11)
+    X, D = _dataset(problem)
+    imnn = IMNNTransformer(theta_fid=problem.theta_fid, hidden_layer_sizes=(16,),
+                           max_epochs=1000, random_state=0).fit(X, derivatives=D)
+    assert imnn.fisher_[0, 0] == pytest.approx(problem.fisher[0, 0], rel=0.15)
+
+
+# ---------------------------------------------------------------- mechanics
+def test_chunked_gradient_equals_the_full_batch_gradient():
+    problem = gaussian_mean_variance_problem(n_data=10)
+    X, D = _dataset(problem, n_s=120, n_d=90)
+    grads = []
+    for batch_size in ["auto", 25]:
+        imnn = IMNNTransformer(theta_fid=problem.theta_fid, hidden_layer_sizes=(8,),
+                               batch_size=batch_size, max_epochs=1, random_state=0,
+                               dtype="float64").fit(X, derivatives=D)
+        grads.append([p.grad.clone() for p in imnn.module_.parameters()])
+    for full, chunked in zip(*grads):
+        torch.testing.assert_close(chunked, full, rtol=1e-9, atol=1e-12)
+
+
+def test_feature_names_pandas_output_and_pipeline():
+    pd = pytest.importorskip("pandas")
+    problem = gaussian_mean_variance_problem(n_data=10)
+    rng = np.random.RandomState(0)
+    y = np.c_[rng.uniform(-0.3, 0.3, 300), rng.uniform(0.7, 1.3, 300)]
+    X = problem.simulator(torch.as_tensor(y), torch.Generator().manual_seed(0)).numpy()
+    imnn = IMNNTransformer(hidden_layer_sizes=(16,), max_epochs=30, random_state=0).fit(X, y)
+    assert list(imnn.get_feature_names_out()) == ["theta_hat0", "theta_hat1"]
+    frame = imnn.set_output(transform="pandas").transform(X)
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["theta_hat0", "theta_hat1"]
+    pipe = make_pipeline(IMNNTransformer(hidden_layer_sizes=(16,), max_epochs=30,
+                                         random_state=0), Ridge()).fit(X, y[:, 0])
+    assert pipe.predict(X).shape == (300,)
+    summaries = IMNNTransformer(output="summaries", n_summaries=3, hidden_layer_sizes=(8,),
+                                max_epochs=5, random_state=0).fit(X, y)
+    assert summaries.transform(X).shape == (300, 3)
+
+
+def test_early_stopping_records_validation_history():
+    problem = gaussian_mean_problem(n_data=10)
+    X, D = _dataset(problem, n_s=300, n_d=300)
+    imnn = IMNNTransformer(theta_fid=problem.theta_fid, hidden_layer_sizes=(8,),
+                           early_stopping=True, n_iter_no_change=5, max_epochs=400,
+                           learning_rate=3e-2, random_state=0).fit(X, derivatives=D)
+    assert len(imnn.history_["val_detF"]) == imnn.n_iter_
+    assert np.log(max(imnn.history_["val_detF"])) == pytest.approx(imnn.best_validation_score_)
+
+
+def test_refit_at_moves_the_fiducial_point_and_pickles():
+    problem = gaussian_variance_problem(n_data=10)
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid, n_s=100,
+                           n_d=100, hidden_layer_sizes=(8,), max_epochs=20,
+                           random_state=0).fit()
+    imnn.refit_at([2.0])
+    assert imnn.theta_fid_ == pytest.approx([2.0]) and imnn.n_iter_ > 20
+    X = problem.simulator(torch.full((50, 1), 2.0), torch.Generator().manual_seed(1)).numpy()
+    loaded = pickle.loads(pickle.dumps(imnn))
+    np.testing.assert_array_equal(loaded.transform(X), imnn.transform(X))
+
+
+def test_subset_transform_agrees_to_float32_precision():
+    problem = gaussian_mean_problem(n_data=10)
+    X, D = _dataset(problem, n_s=200, n_d=200)
+    imnn = IMNNTransformer(theta_fid=problem.theta_fid, max_epochs=5,
+                           random_state=0).fit(X, derivatives=D)
+    parts = np.concatenate([imnn.transform(X[i : i + 7]) for i in range(0, 200, 7)])
+    np.testing.assert_allclose(parts, imnn.transform(X), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs_get_clear_errors():
+    problem = gaussian_mean_problem(n_data=10)
+    X, D = _dataset(problem, n_s=50, n_d=50)
+    with pytest.raises(ValueError, match=r"\(n_d, 10, n_params\)"):
+        IMNNTransformer(theta_fid=[0.0]).fit(X, derivatives=D[:, :5])
+    with pytest.raises(ValueError, match="n_d <= n_s"):
+        IMNNTransformer(theta_fid=[0.0]).fit(X[:20], derivatives=D)
+    with pytest.raises(ValueError, match="n_d <= n_s"):
+        IMNNTransformer(simulator=problem.simulator, theta_fid=[0.0], n_s=10, n_d=20).fit()
+    with pytest.raises(ValueError, match="singular"):
+        IMNNTransformer(theta_fid=[0.0], max_epochs=1).fit(np.zeros_like(X), derivatives=D)
+    with pytest.raises(ValueError, match="delta_theta"):
+        _, pairs = _dataset(problem, n_s=50, n_d=50, delta_theta=0.1)
+        IMNNTransformer(theta_fid=[0.0], max_epochs=1).fit(X, derivatives=pairs)
+
+    def wrong_shape(theta, generator):
+        return torch.zeros(3, 4)
+
+    with pytest.raises(ValueError, match="expected shape"):
+        IMNNTransformer(simulator=wrong_shape, theta_fid=[0.0], max_epochs=1).fit()
+
+    def nan_simulator(theta, generator):
+        return torch.full((theta.shape[0], 4), float("nan"))
+
+    with pytest.raises(ValueError, match="NaN"):
+        IMNNTransformer(simulator=nan_simulator, theta_fid=[0.0], max_epochs=1).fit()
+    with pytest.raises(ValueError, match="requires y"):
+        IMNNTransformer().fit(X)
