@@ -91,13 +91,13 @@ def gaussian_mean_variance_problem(n_data=10, theta_fid=(0.0, 1.0)):
     --------
     >>> import numpy as np
     >>> from skinverse.datasets import gaussian_mean_variance_problem
-    >>> float(np.linalg.det(gaussian_mean_variance_problem(10).fisher))
+    >>> round(float(np.linalg.det(gaussian_mean_variance_problem(10).fisher)), 6)
     50.0
     """
     _, var = theta_fid
     fisher = np.diag([n_data / var, n_data / (2 * var**2)])
-    return FisherProblem(_Simulator("mean_variance", n_data), np.array(theta_fid, dtype=float), fisher,
-                         "gaussian mean and variance")
+    return FisherProblem(_Simulator("mean_variance", n_data),
+                         np.array(theta_fid, dtype=float), fisher, "gaussian mean and variance")
 
 
 def line_slope_problem(n_data=10, noise_std=1.0, theta_fid=1.0):
