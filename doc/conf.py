@@ -22,7 +22,7 @@ autodoc_default_options = {
     "members": True,
     # Document what skinverse classes inherit from each other, not scikit-learn's API.
     "inherited-members": "BaseEstimator,ClassifierMixin,RegressorMixin,TransformerMixin,"
-    "_MetadataRequester,Module",
+    "_MetadataRequester,_SetOutputMixin,Module",
     "exclude-members": ",".join(
         ["score"] + [f"set_{m}_request" for m in
                      ("fit", "partial_fit", "score", "predict", "transform", "inverse_transform")]

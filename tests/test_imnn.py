@@ -195,3 +195,38 @@ def test_bad_inputs_get_clear_errors():
         IMNNTransformer(simulator=nan_simulator, theta_fid=[0.0], max_epochs=1).fit()
     with pytest.raises(ValueError, match="requires y"):
         IMNNTransformer().fit(X)
+
+
+# ---------------------------------------------------------------- likelihood-free inference
+@pytest.fixture(scope="module")
+def mean_imnn():
+    problem = gaussian_mean_problem(n_data=10)
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=[0.0], n_s=400, n_d=400,
+                           hidden_layer_sizes=(16,), max_epochs=1000, random_state=0).fit()
+    observed = problem.simulator(torch.tensor([[0.3]]), torch.Generator().manual_seed(3))
+    return imnn, observed.numpy()
+
+
+def test_lfi_recovers_the_analytic_posterior(mean_imnn):
+    """Flat prior, Gaussian mean: the posterior is N(sample mean, 1/N)."""
+    from skinverse.imnn import (
+        ApproximateBayesianComputation,
+        GaussianApproximation,
+        PopulationMonteCarlo,
+    )
+
+    imnn, observed = mean_imnn
+    xbar, sd = observed.mean(), 1 / np.sqrt(10)
+    grids, densities = GaussianApproximation(imnn, -2, 2).marginals(observed)
+    ga_mean = np.sum(grids[0] * densities[0][0]) * (grids[0][1] - grids[0][0])
+    assert ga_mean == pytest.approx(imnn.transform(observed)[0, 0], abs=1e-3)
+    assert abs(ga_mean - xbar) < 0.05
+    samples, _ = ApproximateBayesianComputation(imnn, -2, 2, random_state=0).run(
+        observed, n_simulations=20000, accept_fraction=0.02)
+    assert abs(samples.mean() - xbar) < 0.08 and samples.std() == pytest.approx(sd, rel=0.2)
+    particles, weights, _ = PopulationMonteCarlo(imnn, -2, 2, random_state=0).run(
+        observed, n_particles=500)
+    mean = np.sum(weights * particles[:, 0])
+    spread = np.sqrt(np.sum(weights * (particles[:, 0] - mean) ** 2))
+    assert abs(mean - xbar) < 0.08 and spread == pytest.approx(sd, rel=0.25)
+    assert weights.sum() == pytest.approx(1.0)

@@ -2,5 +2,11 @@
 likelihood-free inference with their summaries."""
 
 from ._estimator import IMNNTransformer
+from ._lfi import ApproximateBayesianComputation, GaussianApproximation, PopulationMonteCarlo
 
-__all__ = ["IMNNTransformer"]
+__all__ = [
+    "ApproximateBayesianComputation",
+    "GaussianApproximation",
+    "IMNNTransformer",
+    "PopulationMonteCarlo",
+]

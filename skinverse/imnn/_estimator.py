@@ -57,7 +57,7 @@ class IMNNTransformer(TransformerMixin, BaseTorchEstimator):
     ----------
     simulator : callable or None, default=None
         ``simulator(theta, generator)`` with ``theta`` a float tensor (n, n_params) and a
-        :class:`torch.Generator`; returns (n, n_features) or (n, *input_shape). The same
+        :class:`torch.Generator`; returns (n, n_features) or ``(n, *input_shape)``. The same
         generator state must give the same noise.
     theta_fid : array-like of shape (n_params,) or None, default=None
         Fiducial parameters (required with a simulator or derivatives).
@@ -76,7 +76,7 @@ class IMNNTransformer(TransformerMixin, BaseTorchEstimator):
         :math:`\epsilon`, the :math:`\Lambda_2` at which the regulariser switches off.
     model : torch.nn.Module or None, default=None
         The compression network (copied and re-initialised from ``random_state``); it
-        receives inputs of shape (batch, *input_shape) and returns (batch, n_summaries).
+        receives inputs of shape ``(batch, *input_shape)``, returns (batch, n_summaries).
         ``None`` builds an MLP of ``hidden_layer_sizes`` with SiLU activations (smooth,
         because the loss differentiates the summaries with respect to the data).
     hidden_layer_sizes : tuple of int, default=(128, 128)
@@ -110,7 +110,10 @@ class IMNNTransformer(TransformerMixin, BaseTorchEstimator):
     step is slow at small step sizes: the default learning rate is 1e-2 (measured on the
     toy problems of :mod:`skinverse.datasets`, 1e-3 needs ~10x more steps), a fit
     typically takes hundreds to thousands of steps, and the default patience
-    ``n_iter_no_change`` is 100 steps (the reference implementation's).
+    ``n_iter_no_change`` is 100 steps (the reference implementation's). With a simulator
+    every step sees fresh simulations, so the training loss is noisy and stopping on its
+    plateau is premature: use ``early_stopping=True`` (a fixed validation set of fresh
+    simulations, with the best weights restored) or a fixed number of steps.
 
     One epoch is one optimiser step on all simulations; ``batch_size`` bounds how many
     go through the network at once (the gradient is then accumulated in two passes:
@@ -129,8 +132,8 @@ class IMNNTransformer(TransformerMixin, BaseTorchEstimator):
     >>> from skinverse.imnn import IMNNTransformer
     >>> problem = gaussian_mean_problem(n_data=10)
     >>> imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
-    ...                        n_s=200, n_d=200, hidden_layer_sizes=(16,), max_epochs=100,
-    ...                        learning_rate=1e-2, random_state=0).fit()
+    ...                        n_s=200, n_d=200, hidden_layer_sizes=(16,), max_epochs=1000,
+    ...                        early_stopping=True, random_state=0).fit()
     >>> bool(imnn.fisher_information(random_state=1)[0, 0] > 8.0)  # analytic: 10
     True
     """

@@ -6,7 +6,7 @@ _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GE
 
 
 class MLP(nn.Sequential):
-    """``Linear -> activation -> ... -> Linear``.
+    """A multilayer perceptron: linear layers with an activation between them.
 
     Parameters
     ----------
