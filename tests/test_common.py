@@ -11,7 +11,9 @@ from skinverse.utils._testing import TorchMLPClassifier, TorchMLPRegressor
 
 # Settings that keep each check fast; none changes a default of the estimator.
 FAST = {"max_epochs": 50, "device": "cpu"}
-FAST_BY_NAME = {}
+FAST_BY_NAME = {
+    "UnrolledRegressor": {"width": 4, "depth": 1, "n_unrolls": 2, "max_epochs": 20},
+}
 
 # Checks that cannot apply, with the reason.
 SGD_WEIGHTS = (

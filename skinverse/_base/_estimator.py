@@ -220,6 +220,8 @@ class BaseTorchEstimator(BaseEstimator):
 
     def _build_optimizer(self):
         params = self._optimizer_param_groups()
+        if not params:  # nothing to learn (e.g. CG-SENSE with a fixed lambda)
+            return None
         options = {"lr": self.learning_rate, "weight_decay": self.alpha}
         if _FUSED_OPTIMIZERS and self.device_.type in ("cpu", "cuda"):
             options["fused"] = True  # one kernel for all parameters: ~3x faster steps
@@ -231,7 +233,7 @@ class BaseTorchEstimator(BaseEstimator):
 
     def _build_scheduler(self):
         sched = torch.optim.lr_scheduler
-        if self.lr_schedule is None:
+        if self.lr_schedule is None or self.optimizer_ is None:
             return None
         if callable(self.lr_schedule):
             return self.lr_schedule(self.optimizer_)
@@ -307,6 +309,9 @@ class BaseTorchEstimator(BaseEstimator):
         Under ``torch.distributed`` the gradients of the ranks' slices are averaged,
         weighted by ``share``, so the step is the one of the whole global batch.
         """
+        if self.optimizer_ is None:
+            with torch.no_grad():
+                return self._compute_loss(batch).detach()
         self.optimizer_.zero_grad(set_to_none=True)
         loss = self._compute_loss(batch)
         scaler = self._grad_scaler
@@ -419,7 +424,8 @@ class BaseTorchEstimator(BaseEstimator):
             score = float(self._validation_score(val))
             self.validation_scores_.append(score)
         self._update_no_improvement_count(loss, score)
-        learning_rate = self.optimizer_.param_groups[0]["lr"]  # the rate this epoch used
+        learning_rate = (self.optimizer_.param_groups[0]["lr"]  # the rate this epoch used
+                         if self.optimizer_ is not None else 0.0)
         if self.scheduler_ is not None:
             plateau = isinstance(self.scheduler_, torch.optim.lr_scheduler.ReduceLROnPlateau)
             if plateau:
@@ -495,7 +501,7 @@ class BaseTorchEstimator(BaseEstimator):
             "n_features_in": getattr(self, "n_features_in_", None),
             "finished": finished,
             "module": self.module_.state_dict(),
-            "optimizer": self.optimizer_.state_dict(),
+            "optimizer": None if self.optimizer_ is None else self.optimizer_.state_dict(),
             "scheduler": None if self.scheduler_ is None else self.scheduler_.state_dict(),
             "generator": self._generator.get_state(),
             "best_state": self._best_state,
@@ -531,7 +537,8 @@ class BaseTorchEstimator(BaseEstimator):
                 "Use an empty directory or remove the checkpoint."
             )
         self.module_.load_state_dict(state["module"])
-        self.optimizer_.load_state_dict(state["optimizer"])
+        if self.optimizer_ is not None:
+            self.optimizer_.load_state_dict(state["optimizer"])
         if self.scheduler_ is not None and state["scheduler"] is not None:
             self.scheduler_.load_state_dict(state["scheduler"])
         self._generator.set_state(state["generator"])
@@ -609,7 +616,7 @@ class BaseTorchEstimator(BaseEstimator):
         if generator_state is not None:
             self._generator.set_state(generator_state)
         self.optimizer_ = self._build_optimizer()
-        if optimizer_state is not None:
+        if optimizer_state is not None and self.optimizer_ is not None:
             self.optimizer_.load_state_dict(optimizer_state)
         self.scheduler_ = self._build_scheduler()
         if scheduler_state is not None and self.scheduler_ is not None:

@@ -7,6 +7,13 @@ from ._fisher_problems import (
     gaussian_variance_problem,
     line_slope_problem,
 )
+from ._mri import (
+    make_cartesian_mask,
+    make_coil_maps,
+    make_mri_data,
+    make_phantoms,
+    make_poisson_disc_mask,
+)
 from ._signals import load_sample_patches, make_gaussian_signals, squared_exponential_covariance
 
 __all__ = [
@@ -16,6 +23,11 @@ __all__ = [
     "gaussian_variance_problem",
     "line_slope_problem",
     "load_sample_patches",
+    "make_cartesian_mask",
+    "make_coil_maps",
+    "make_mri_data",
+    "make_phantoms",
+    "make_poisson_disc_mask",
     "make_gaussian_signals",
     "squared_exponential_covariance",
 ]

@@ -7,6 +7,7 @@ estimators (data consistency).
 
 from ._base import Composition, LinearOperator, adjoint_test, conjugate_gradient
 from ._families import Blur, Identity, Inpainting, MatrixOperator, gaussian_kernel
+from ._mri import MultiCoilMRI, SubsampledFourier, fft2c, ifft2c
 
 __all__ = [
     "Blur",
@@ -15,7 +16,11 @@ __all__ = [
     "Inpainting",
     "LinearOperator",
     "MatrixOperator",
+    "MultiCoilMRI",
+    "SubsampledFourier",
     "adjoint_test",
     "conjugate_gradient",
+    "fft2c",
     "gaussian_kernel",
+    "ifft2c",
 ]

@@ -55,9 +55,9 @@ class LinearOperator:
     def __call__(self, x):
         return self.forward(x)
 
-    def normal(self, x):
-        """:math:`A^H A x`."""
-        return self.adjoint(self.forward(x))
+    def normal(self, x, **params):
+        """:math:`A^H A x` (``params``: per-sample arguments such as MRI maps and masks)."""
+        return self.adjoint(self.forward(x, **params), **params)
 
     def __matmul__(self, other):
         if not isinstance(other, LinearOperator):
@@ -100,13 +100,15 @@ class LinearOperator:
             value = float(x.norm())
         return math.sqrt(value)
 
-    def solve_normal(self, b, lam=0.0, x0=None, max_iter=50, tol=1e-6):
+    def solve_normal(self, b, lam=0.0, x0=None, max_iter=50, tol=1e-6, **params):
         r"""Conjugate gradients for :math:`(A^H A + \lambda I) x = b`, batched.
 
-        Returns ``(x, n_iter)``. Each sample stops contributing once its relative residual
-        is below ``tol`` (its step size becomes zero).
+        ``lam`` may be a tensor (learnable, broadcast per sample). Returns
+        ``(x, n_iter)``; each sample stops moving once its relative residual is below
+        ``tol``. Autograd differentiates through the iterations.
         """
-        return conjugate_gradient(lambda v: self.normal(v) + lam * v, b, x0, max_iter, tol)
+        return conjugate_gradient(lambda v: self.normal(v, **params) + lam * v, b, x0,
+                                  max_iter, tol)
 
 
 def conjugate_gradient(apply, b, x0=None, max_iter=50, tol=1e-6):

@@ -8,6 +8,7 @@ import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import _num_samples
 
 from .._base import BaseTorchEstimator, RegressorHead, fill_doc, to_numpy
 from ..nn import RecurrentConvNet, RecurrentDenseNet
@@ -473,8 +474,8 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         y_pred : ndarray of shape (n_samples, n_signal) or (n_samples,)
             The estimate of step ``best_step_`` (in the float dtype of ``X``).
         """
-        n_rows = len(X) if hasattr(X, "__len__") else None
-        extras = {k[6:]: v for k, v in self._validate_extras(physics_params, n_rows).items()}
+        extras = {k[6:]: v for k, v in
+                  self._validate_extras(physics_params, _num_samples(X)).items()}
         trajectory, dtype = self._predict_outputs(X, extras)
         trajectory = to_numpy(trajectory, dtype)
         if return_trajectory:

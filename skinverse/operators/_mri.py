@@ -1,0 +1,144 @@
+r"""MRI forward models: single-coil subsampled Fourier and multi-coil SENSE.
+
+Images are complex tensors of shape (batch, H, W), k-space (batch, H, W) or
+(batch, n_coils, H, W); the Fourier transform is centred and orthonormal, so
+:math:`F^H = F^{-1}`. Masks and coil maps may be fixed at construction or given per sample
+as keyword arguments of ``forward``/``adjoint`` (``mask=(batch, H, W)``,
+``maps=(batch, n_coils, H, W)``).
+"""
+
+import torch
+
+from ._base import LinearOperator
+
+
+def fft2c(x):
+    """Centred orthonormal 2-D FFT over the last two axes (any size, odd too)."""
+    x = torch.fft.ifftshift(x, dim=(-2, -1))
+    return torch.fft.fftshift(torch.fft.fft2(x, norm="ortho"), dim=(-2, -1))
+
+
+def ifft2c(k):
+    """Inverse of :func:`fft2c`."""
+    k = torch.fft.ifftshift(k, dim=(-2, -1))
+    return torch.fft.fftshift(torch.fft.ifft2(k, norm="ortho"), dim=(-2, -1))
+
+
+def _complex(value, name):
+    tensor = torch.as_tensor(value)
+    if not tensor.is_complex():
+        tensor = tensor.to(torch.float32).to(torch.complex64)
+    return tensor.to(torch.complex64)
+
+
+def _mask(value):
+    mask = torch.as_tensor(value).to(torch.float32)
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must hold only 0 and 1.")
+    return mask
+
+
+class SubsampledFourier(LinearOperator):
+    r"""Single-coil Cartesian MRI: :math:`y = M \odot F x`.
+
+    Parameters
+    ----------
+    mask : array-like of shape (H, W) or None
+        Sampled k-space locations (1) or None to pass ``mask=`` per call.
+    image_shape : tuple (H, W) or None
+        Needed when ``mask`` is None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skinverse.operators import SubsampledFourier
+    >>> op = SubsampledFourier(torch.ones(5, 5))
+    >>> x = torch.randn(2, 5, 5, dtype=torch.complex64)
+    >>> bool(torch.allclose(op.adjoint(op.forward(x)), x, atol=1e-6))
+    True
+    """
+
+    _tensors = ("mask",)
+    complex_input = complex_output = True
+
+    def __init__(self, mask=None, image_shape=None):
+        self.mask = None if mask is None else _mask(mask)
+        shape = tuple(self.mask.shape) if mask is not None else tuple(image_shape)
+        super().__init__(shape, shape)
+
+    def _mask_for(self, x, mask):
+        mask = self.mask if mask is None else mask
+        if mask is None:
+            raise ValueError("SubsampledFourier has no mask: pass mask=(batch, H, W).")
+        return mask.to(device=x.device, dtype=x.real.dtype)
+
+    def forward(self, x, mask=None):
+        return fft2c(x) * self._mask_for(x, mask)
+
+    def adjoint(self, y, mask=None):
+        return ifft2c(y * self._mask_for(y, mask))
+
+    def __repr__(self):
+        return f"SubsampledFourier({self.input_shape})"
+
+
+class MultiCoilMRI(LinearOperator):
+    r"""Multi-coil (SENSE) MRI: :math:`y_c = M \odot F (S_c x)`, :math:`c = 1..C`.
+
+    The adjoint is :math:`A^H y = \sum_c \bar S_c \odot F^H (M \odot y_c)`.
+
+    Parameters
+    ----------
+    maps : array-like of shape (C, H, W) or None
+        Coil sensitivity maps (complex); None to pass ``maps=`` per call.
+    mask : array-like of shape (H, W) or None
+        Sampling mask; None to pass ``mask=`` per call.
+    image_shape : tuple (H, W) or None
+        Needed when ``maps`` is None.
+    n_coils : int or None
+        Needed when ``maps`` is None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skinverse.operators import MultiCoilMRI
+    >>> op = MultiCoilMRI(torch.ones(2, 4, 4) / 2**0.5, torch.ones(4, 4))
+    >>> op.forward(torch.ones(1, 4, 4, dtype=torch.complex64)).shape
+    torch.Size([1, 2, 4, 4])
+    """
+
+    _tensors = ("maps", "mask")
+    complex_input = complex_output = True
+
+    def __init__(self, maps=None, mask=None, image_shape=None, n_coils=None):
+        self.maps = None if maps is None else _complex(maps, "maps")
+        self.mask = None if mask is None else _mask(mask)
+        if self.maps is not None:
+            n_coils, image_shape = self.maps.shape[0], tuple(self.maps.shape[1:])
+        if image_shape is None or n_coils is None:
+            raise ValueError("MultiCoilMRI needs maps, or image_shape and n_coils.")
+        super().__init__(tuple(image_shape), (int(n_coils), *image_shape))
+
+    def _parts(self, x, maps, mask):
+        maps = self.maps if maps is None else maps
+        mask = self.mask if mask is None else mask
+        if maps is None or mask is None:
+            raise ValueError("MultiCoilMRI needs maps and mask, fixed or per call.")
+        maps = maps.to(device=x.device, dtype=x.dtype if x.is_complex() else torch.complex64)
+        if maps.dim() == 3:
+            maps = maps[None]
+        mask = mask.to(device=x.device, dtype=x.real.dtype)
+        if mask.dim() == 2:
+            mask = mask[None]
+        return maps, mask[:, None]
+
+    def forward(self, x, maps=None, mask=None):
+        maps, mask = self._parts(x, maps, mask)
+        return fft2c(maps * x[:, None]) * mask
+
+    def adjoint(self, y, maps=None, mask=None):
+        maps, mask = self._parts(y, maps, mask)
+        return (maps.conj() * ifft2c(y * mask)).sum(dim=1)
+
+    def __repr__(self):
+        return f"MultiCoilMRI({self.output_shape[0]} coils, {self.input_shape})"

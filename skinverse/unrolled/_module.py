@@ -1,0 +1,104 @@
+r"""Unrolled reconstructions as a ``torch.nn.Module``, built from an operator, denoisers and
+conjugate gradients (DeepInPy's System, Model and Optimisation blocks).
+
+* ``'modl'``: :math:`x_{k+1} = (A^H A + \lambda I)^{-1}(A^H y + \lambda D(x_k))`;
+* ``'cg-sense'``: :math:`x = (A^H A + \lambda I)^{-1} A^H y`, no network;
+* ``'pgd'``: :math:`x_{k+1} = D(x_k - \eta A^H (A x_k - y))`;
+* ``'dbp'``: :math:`x_{k+1} = \arg\min_x \|x - D(x_k)\|^2` s.t.
+  :math:`\|A x - y\| \le \epsilon`, by ADMM;
+* ``'resnet'``: :math:`x = D(A^H y)`.
+
+:math:`\lambda` and :math:`\eta` are kept positive by a softplus. Gradients flow through the
+unrolled conjugate-gradient iterations.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _softplus_inverse(value):
+    return value if value > 30 else math.log(math.expm1(value))  # softplus(v) = v beyond
+
+
+class UnrolledModule(nn.Module):
+    """See the module docstring. ``denoisers`` holds one network (shared weights) or one per
+    unroll; it is empty for 'cg-sense'."""
+
+    def __init__(self, method, denoisers, n_unrolls, lam, learn_lam, cg_max_iter, cg_tol,
+                 admm_iter=5, epsilon=None, step=1.0):
+        super().__init__()
+        self.method, self.denoisers, self.n_unrolls = method, denoisers, n_unrolls
+        self.cg_max_iter, self.cg_tol, self.admm_iter = cg_max_iter, cg_tol, admm_iter
+        raw = torch.tensor(_softplus_inverse(lam))
+        if learn_lam:
+            self.raw_lam = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_lam", raw)
+        if method == "pgd":
+            self.raw_step = nn.Parameter(torch.tensor(_softplus_inverse(step)))
+        self.register_buffer("epsilon", torch.tensor(0.0 if epsilon is None else epsilon))
+        self.cg_iterations = []
+
+    def reset_parameters_with(self, generator):
+        """Initialise the denoisers from ``generator``; keep lambda and the step as given."""
+        from .._base._random import init_parameters
+
+        for net in self.denoisers:
+            init_parameters(net, generator)
+
+    @property
+    def lam(self):
+        return F.softplus(self.raw_lam)
+
+    def _denoise(self, k, x):
+        net = self.denoisers[0 if len(self.denoisers) == 1 else k]
+        flat = x.dim() == 2  # 1-D signals: a 1 x d image
+        image = x[:, None] if flat else x
+        out = net(torch.stack([image.real, image.imag], dim=1))
+        out = torch.complex(out[:, 0], out[:, 1])
+        return out[:, 0] if flat else out
+
+    def _solve(self, operator, b, lam, x0, params):
+        x, n_iter = operator.solve_normal(b, lam, x0=x0, max_iter=self.cg_max_iter,
+                                          tol=self.cg_tol, **params)
+        self.cg_iterations.append(n_iter)
+        return x
+
+    def forward(self, y, operator, params):
+        adjoint = operator.adjoint(y, **params)
+        lam = self.lam
+        if self.method == "resnet":
+            return self._denoise(0, adjoint)
+        if self.method == "cg-sense":
+            return self._solve(operator, adjoint, lam, None, params)
+        x = adjoint
+        for k in range(self.n_unrolls):
+            if self.method == "modl":
+                x = self._solve(operator, adjoint + lam * self._denoise(k, x), lam, x, params)
+            elif self.method == "pgd":
+                residual = operator.forward(x, **params) - y
+                x = self._denoise(k, x - F.softplus(self.raw_step) * operator.adjoint(residual,
+                                                                                       **params))
+            else:  # dbp
+                x = self._basis_pursuit(self._denoise(k, x), y, operator, params, lam)
+        return x
+
+    def _basis_pursuit(self, z, y, operator, params, rho):
+        r"""ADMM for :math:`\min_x \frac12\|x - z\|^2` s.t. :math:`\|Ax - y\| \le \epsilon`
+        with the split :math:`v = Ax` and penalty :math:`\rho`."""
+        x, v = z, operator.forward(z, **params)
+        u = torch.zeros_like(v)
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        for _ in range(self.admm_iter):
+            rhs = z / rho + operator.adjoint(v - u, **params)
+            x = self._solve(operator, rhs, 1 / rho, x, params)
+            ax = operator.forward(x, **params)
+            d = ax + u - y
+            norm = d.abs().pow(2).reshape(d.shape[0], -1).sum(dim=1).sqrt()
+            scale = torch.clamp(self.epsilon / norm.clamp_min(1e-12), max=1.0)
+            v = y + d * scale.reshape(shape)
+            u = u + ax - v
+        return x

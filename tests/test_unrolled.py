@@ -1,0 +1,164 @@
+"""Unrolled reconstruction and MRI against references: the unitary centred FFT, least
+squares, iterated Tikhonov, and the metadata-routing round trip through a search."""
+
+import pickle
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+from sklearn.model_selection import GridSearchCV
+
+from skinverse.datasets import (
+    make_cartesian_mask,
+    make_coil_maps,
+    make_mri_data,
+    make_phantoms,
+    make_poisson_disc_mask,
+)
+from skinverse.operators import MultiCoilMRI, fft2c, ifft2c
+from skinverse.unrolled import UnrolledRegressor
+from skinverse.unrolled._module import UnrolledModule
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def mri():
+    images = make_phantoms(24, 12, random_state=0)
+    return make_mri_data(images, n_coils=4, acceleration=2, noise_std=0.01, random_state=0)
+
+
+def _dense(op, **params):
+    n = int(np.prod(op.input_shape))
+    eye = torch.eye(n, dtype=torch.complex128).reshape(n, *op.input_shape)
+    if params:
+        params = {k: v.expand(n, *v.shape[1:]) for k, v in params.items()}
+    return op.forward(eye, **params).reshape(n, -1).T
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 5)])
+def test_centred_fft_is_unitary_and_centred(shape):
+    x = torch.randn(3, *shape, dtype=torch.complex128)
+    torch.testing.assert_close(ifft2c(fft2c(x)), x)
+    torch.testing.assert_close(fft2c(x).abs().pow(2).sum(), x.abs().pow(2).sum())
+    spectrum = fft2c(torch.ones(1, *shape, dtype=torch.complex128))[0].abs()
+    assert spectrum.argmax() == (shape[0] // 2) * shape[1] + shape[1] // 2
+
+
+def test_cg_sense_equals_least_squares():
+    rng = np.random.RandomState(0)
+    maps = torch.as_tensor(make_coil_maps(4, (6, 6), random_state=0))
+    mask = torch.as_tensor(make_cartesian_mask((6, 6), 2, random_state=0))
+    op = MultiCoilMRI(maps, mask).to(dtype=torch.float64)
+    x_true = torch.as_tensor(rng.normal(size=(1, 6, 6)) + 1j * rng.normal(size=(1, 6, 6)))
+    y = op.forward(x_true) + 0.01 * torch.randn(1, 4, 6, 6, dtype=torch.complex128)
+    x, _ = op.solve_normal(op.adjoint(y), lam=1e-12, max_iter=500, tol=1e-14)
+    A = _dense(op).numpy()
+    expected = np.linalg.lstsq(A, y.reshape(-1).numpy(), rcond=None)[0]
+    nrmse = np.linalg.norm(x.reshape(-1).numpy() - expected) / np.linalg.norm(expected)
+    assert nrmse < 1e-5
+
+
+def test_modl_with_identity_denoiser_is_iterated_tikhonov():
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    rng = np.random.RandomState(1)
+    maps = torch.as_tensor(make_coil_maps(3, (5, 5), random_state=0))
+    mask = torch.as_tensor(make_cartesian_mask((5, 5), 2, random_state=0))
+    op = MultiCoilMRI(maps, mask).to(dtype=torch.float64)
+    y = torch.as_tensor(rng.normal(size=(1, 3, 5, 5)) + 1j * rng.normal(size=(1, 3, 5, 5)))
+    module = UnrolledModule("modl", torch.nn.ModuleList([Identity()]), n_unrolls=4, lam=0.3,
+                            learn_lam=False, cg_max_iter=200, cg_tol=1e-14).double()
+    got = module(y * mask, op, {}).reshape(-1).numpy()
+    A = _dense(op).numpy()
+    Ahy = A.conj().T @ (y * mask).reshape(-1).numpy()
+    x = Ahy
+    for _ in range(4):  # x <- (A^H A + lam I)^-1 (A^H y + lam x)
+        x = np.linalg.solve(A.conj().T @ A + 0.3 * np.eye(25), Ahy + 0.3 * x)
+    np.testing.assert_allclose(got, x, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["modl", "cg-sense", "dbp", "pgd", "resnet"])
+def test_methods_fit_predict_and_learn(mri, method):
+    X, y, maps, masks = mri
+    est = UnrolledRegressor(method=method, n_unrolls=2, width=4, depth=1, max_epochs=4,
+                            learning_rate=1e-2, random_state=0)
+    est.fit(X, y, maps=maps, masks=masks)
+    pred = est.predict(X, maps=maps, masks=masks)
+    assert pred.shape == y.shape and np.all(np.isfinite(pred))
+    assert est.lam_ > 0 and len(est.cg_iters_) == est.n_iter_
+    if method != "resnet":  # data consistency alone already beats the zero-filled image
+        zero_filled = UnrolledRegressor(method="cg-sense", learn_lam=False, lam=1e3,
+                                        max_epochs=1).fit(X, y, maps=maps, masks=masks)
+        assert est.score(X, y, maps=maps, masks=masks) > zero_filled.score(
+            X, y, maps=maps, masks=masks)
+
+
+def test_one_model_serves_other_masks(mri):
+    X, y, maps, masks = mri
+    est = UnrolledRegressor(n_unrolls=2, width=4, depth=1, max_epochs=2,
+                            random_state=0).fit(X, y, maps=maps, masks=masks)
+    images = make_phantoms(3, 12, random_state=5)
+    X4, y4, maps4, masks4 = make_mri_data(images, n_coils=4, acceleration=4, mask="poisson",
+                                          random_state=1)
+    assert est.predict(X4, maps=maps4, masks=masks4).shape == y4.shape
+
+
+def test_metadata_routing_through_grid_search(mri):
+    X, y, maps, masks = mri
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = UnrolledRegressor(method="cg-sense", max_epochs=1, random_state=0)
+        est.set_fit_request(maps=True, masks=True, sample_weight=False)
+        est.set_score_request(maps=True, masks=True, sample_weight=False)
+        search = GridSearchCV(est, {"lam": [0.01, 10.0]}, cv=2)
+        search.fit(X, y, maps=maps, masks=masks)
+    assert search.best_params_ == {"lam": 0.01}  # less regularisation fits noise-light data
+
+
+def test_pickle_and_fixed_lambda(mri):
+    X, y, maps, masks = mri
+    est = UnrolledRegressor(method="cg-sense", learn_lam=False, max_epochs=1).fit(
+        X, y, maps=maps, masks=masks)
+    assert est.optimizer_ is None and est.lam_ == pytest.approx(0.05)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict(X, maps=maps, masks=masks),
+                                  est.predict(X, maps=maps, masks=masks))
+
+
+def test_tensorboard_panels(tmp_path, mri):
+    pytest.importorskip("tensorboard")
+    X, y, maps, masks = mri
+    UnrolledRegressor(n_unrolls=1, width=2, depth=1, max_epochs=1, log_dir=tmp_path,
+                      random_state=0).fit(X, y, maps=maps, masks=masks)
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_masks_and_phantoms():
+    mask = make_cartesian_mask((32, 32), 4, random_state=0)
+    assert mask[:, 16].all() and mask.mean() == pytest.approx(0.25)
+    disc = make_poisson_disc_mask((32, 32), 4, random_state=0)
+    assert disc[16, 16] == 1 and 0.2 < disc.mean() < 0.3
+    images = make_phantoms(3, (15, 17), random_state=0)
+    assert images.shape == (3, 15, 17) and images.min() >= 0 and images.max() <= 1
+
+
+def test_bad_inputs_get_clear_errors(mri):
+    X, y, maps, masks = mri
+    est = UnrolledRegressor(max_epochs=1)
+    with pytest.raises(ValueError, match="maps must have shape"):
+        est.fit(X, y, maps=maps[:, :1], masks=masks)
+    with pytest.raises(ValueError, match="image shape"):
+        est.fit(X, y, maps=maps, masks=masks[:, :5])
+    empty = masks.copy()
+    empty[3] = 0
+    with pytest.raises(ValueError, match="no samples"):
+        est.fit(X, y, maps=maps, masks=empty)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.fit(bad, y, maps=maps, masks=masks)
+    with pytest.raises(ValueError, match="needs maps"):
+        est.fit(X, y, maps=maps)
