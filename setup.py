@@ -16,7 +16,7 @@ EXTRAS = {
     "distributed": ["dask[distributed]>=2023.1"],
     "doc": ["sphinx>=7", "numpydoc>=1.6", "matplotlib>=3.5"],
     "test": ["pytest>=7", "pandas>=1.5", "matplotlib>=3.5", "tensorboard>=2.10",
-             "dask[distributed]>=2023.1"],
+             "dask[distributed]>=2023.1", "h5py>=3"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m skinverse {info,demo} [--help]``."""
+"""Command line: ``python -m skinverse {info,demo,fit,config} [--help]``."""
 
 import argparse
 import platform
@@ -61,6 +61,34 @@ def _demo(args):
     return 0
 
 
+def _fit(args):
+    from skinverse._config import fit_from_config
+
+    try:
+        estimator, output, score = fit_from_config(args.config, args.output)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"fitted {type(estimator).__name__} ({estimator.n_iter_} epochs); training score "
+          f"{score:.4f}; saved to {output}")
+    return 0
+
+
+def _config(args):
+    import json
+
+    from skinverse._config import _estimators, config_from_estimator
+
+    estimators = _estimators()
+    if args.estimator not in estimators:
+        print(f"unknown estimator {args.estimator!r}; choose among {sorted(estimators)}",
+              file=sys.stderr)
+        return 2
+    config = config_from_estimator(estimators[args.estimator](), data=None)
+    print(json.dumps(config, indent=2))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m skinverse",
@@ -81,6 +109,20 @@ def build_parser():
     demo.add_argument("--only", nargs="+", metavar="NAME", help="run only these estimators")
     demo.add_argument("--quick", action="store_true", help="fewer epochs, for a smoke test")
     demo.set_defaults(func=_demo)
+    fit = sub.add_parser(
+        "fit", help="train an estimator from a JSON config and save it",
+        description="Train from a JSON config {estimator, params, data, output}: 'params' "
+        "keys are the estimator's parameters; 'data' is {'generator': 'mri', 'n_images', "
+        "'size', 'n_coils', 'acceleration', 'noise_std', 'mask', 'random_state'} or "
+        "{'h5': path}. The fitted estimator is saved with joblib.",
+    )
+    fit.add_argument("--config", required=True, help="path of the JSON config")
+    fit.add_argument("--output", help="where to save the fitted estimator (overrides the "
+                     "config's 'output')")
+    fit.set_defaults(func=_fit)
+    config = sub.add_parser("config", help="print an estimator's default config (JSON)")
+    config.add_argument("estimator", help="e.g. UnrolledRegressor")
+    config.set_defaults(func=_config)
     return parser
 
 

@@ -8,6 +8,7 @@ from ._fisher_problems import (
     line_slope_problem,
 )
 from ._mri import (
+    load_deepinpy_h5,
     make_cartesian_mask,
     make_coil_maps,
     make_mri_data,
@@ -22,6 +23,7 @@ __all__ = [
     "gaussian_mean_variance_problem",
     "gaussian_variance_problem",
     "line_slope_problem",
+    "load_deepinpy_h5",
     "load_sample_patches",
     "make_cartesian_mask",
     "make_coil_maps",

@@ -206,3 +206,41 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     X = np.stack([kspace.real, kspace.imag], axis=1).reshape(n, -1)
     y = np.stack([x.numpy().real, x.numpy().imag], axis=1).reshape(n, -1)
     return X, y, np.stack([maps.real, maps.imag], axis=1), masks
+
+
+def load_deepinpy_h5(path, n_images=None):
+    """Load a DeepInPy-style HDF5 file (keys ``imgs``, ``maps``, ``masks``, ``ksp``) into the
+    layout of :func:`make_mri_data` (needs ``h5py``).
+
+    Parameters
+    ----------
+    path : str or path
+    n_images : int or None, default=None
+        Read only the first ``n_images``.
+
+    Returns
+    -------
+    X, y, maps, masks : as :func:`make_mri_data`.
+    """
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ImportError("load_deepinpy_h5 needs h5py: pip install h5py") from exc
+    rows = slice(None) if n_images is None else slice(0, n_images)
+    with h5py.File(path, "r") as handle:
+        missing = {"imgs", "maps", "masks", "ksp"} - set(handle)
+        if missing:
+            raise ValueError(f"{path} lacks the DeepInPy key(s) {sorted(missing)}.")
+        imgs, maps = np.asarray(handle["imgs"][rows]), np.asarray(handle["maps"][rows])
+        masks, ksp = np.asarray(handle["masks"][rows]), np.asarray(handle["ksp"][rows])
+    n, n_coils, H, W = maps.shape
+    if imgs.shape != (n, H, W) or ksp.shape != maps.shape or masks.shape != (n, H, W):
+        raise ValueError(
+            f"inconsistent shapes in {path}: imgs {imgs.shape}, maps {maps.shape}, masks "
+            f"{masks.shape}, ksp {ksp.shape}; expected (N, H, W), (N, C, H, W), (N, H, W), "
+            "(N, C, H, W)."
+        )
+    ksp = ksp * masks[:, None]
+    X = np.stack([ksp.real, ksp.imag], axis=1).reshape(n, -1).astype(np.float64)
+    y = np.stack([imgs.real, imgs.imag], axis=1).reshape(n, -1).astype(np.float64)
+    return X, y, np.stack([maps.real, maps.imag], axis=1), masks.astype(np.float64)

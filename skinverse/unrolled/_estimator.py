@@ -319,7 +319,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
     def _fit(self, X, y, **kwargs):
         super()._fit(X, y, **kwargs)
-        self.lam_ = float(self.module_.lam)
+        self.lam_ = float(self.module_.lam.detach())
         self._monitor = None
         return self
 
@@ -381,7 +381,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
     def _log_to_tensorboard(self, writer, epoch):
         """lam, CG iterations and image panels of one training example."""
-        writer.add_scalar("lam", float(self.module_.lam), epoch)
+        writer.add_scalar("lam", float(self.module_.lam.detach()), epoch)
         writer.add_scalar("cg_iterations", self.cg_iters_[-1], epoch)
         sample = {k: v[:1] for k, v in (self._monitor or {}).items() if v is not None}
         if not sample:
