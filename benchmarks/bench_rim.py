@@ -50,7 +50,8 @@ def deblurring_2d(epochs, size=16, noise=0.02):
     clean = torch.as_tensor(patches.reshape(-1, size, size))
     observed = blur64(clean).reshape(len(patches), -1).numpy()
     observed += noise * rng.normal(size=observed.shape)
-    X_train, X_test, y_train, y_test = observed[:3000], observed[3000:], patches[:3000], patches[3000:]
+    X_train, X_test = observed[:3000], observed[3000:]
+    y_train, y_test = patches[:3000], patches[3000:]
 
     def tikhonov(X, lam):
         rhs = blur64.adjoint(torch.as_tensor(X.reshape(-1, size, size)))
@@ -114,7 +115,8 @@ def main(argv=None):
     mse_rim = np.mean((rim.predict(y_test) - x_test) ** 2)
     mse_adjoint = np.mean((y_test - x_test) ** 2)
     rows = [
-        {"estimator": "posterior mean (optimal)", "test MSE": f"{mse_optimal:.5f}", "ratio": "1.000"},
+        {"estimator": "posterior mean (optimal)", "test MSE": f"{mse_optimal:.5f}",
+         "ratio": "1.000"},
         {"estimator": "RIMRegressor", "test MSE": f"{mse_rim:.5f}",
          "ratio": f"{mse_rim / mse_optimal:.3f}"},
         {"estimator": "observation as estimate", "test MSE": f"{mse_adjoint:.5f}",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from _common import print_table, write_json
 
-from skinverse.datasets import make_coil_maps, make_cartesian_mask, make_mri_data, make_phantoms
+from skinverse.datasets import make_cartesian_mask, make_coil_maps, make_mri_data, make_phantoms
 from skinverse.metrics import psnr, ssim
 from skinverse.operators import MultiCoilMRI
 from skinverse.unrolled import UnrolledRegressor

@@ -248,7 +248,8 @@ def test_pickle_round_trip_in_a_fresh_process(tmp_path, digits):
     script = (
         "import pickle, sys, numpy as np\n"
         f"est = pickle.loads(open({str(path)!r}, 'rb').read())\n"
-        f"np.save({str(tmp_path / 'proba.npy')!r}, est.predict_proba(np.load({str(tmp_path / 'X.npy')!r})))\n"
+        f"X = np.load({str(tmp_path / 'X.npy')!r})\n"
+        f"np.save({str(tmp_path / 'proba.npy')!r}, est.predict_proba(X))\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "proba.npy"), est.predict_proba(X))

@@ -84,7 +84,8 @@ def test_solvers_find_the_closed_form_fixed_point(solver):
     b = rng.normal(size=(5, 10))
     expected = np.linalg.solve(np.eye(10) - A, b.T).T  # z = A z + b
     At = torch.as_tensor(A.T)
-    z, stats = solver(lambda z, inj: torch.addmm(inj, z, At), torch.zeros(5, 10, dtype=torch.float64),
+    z, stats = solver(lambda z, inj: torch.addmm(inj, z, At),
+                      torch.zeros(5, 10, dtype=torch.float64),
                       context=(torch.as_tensor(b),), max_iter=1000, tol=1e-12)
     np.testing.assert_allclose(z.numpy(), expected, atol=1e-10)
     assert stats.fraction_converged == 1.0
@@ -234,7 +235,8 @@ def test_l1_penalty_shrinks_the_matrices():
                                                  ((8, 8, 8), "logistic")])
 def test_from_mlp_classifier_reproduces_predictions(hidden, activation):
     X, y = load_digits(n_class=4, return_X_y=True)
-    mlp = MLPClassifier(hidden_layer_sizes=hidden, activation=activation, max_iter=30, random_state=0).fit(X, y)
+    mlp = MLPClassifier(hidden_layer_sizes=hidden, activation=activation, max_iter=30,
+                        random_state=0).fit(X, y)
     imp = ImplicitClassifier.from_mlp(mlp, dtype="float64", device="cpu")
     np.testing.assert_array_equal(imp.predict(X), mlp.predict(X))
     np.testing.assert_allclose(imp.predict_proba(X), mlp.predict_proba(X), rtol=1e-9, atol=1e-12)

@@ -4,7 +4,7 @@ callbacks, early stopping, checkpoints, CPU-safe pickling, progress and logging.
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
 from ._device import resolve_device, resolve_dtype, to_numpy, to_tensor
 from ._docs import fill_doc
-from ._estimator import FLOAT_DTYPES, BaseTorchEstimator
+from ._estimator import FLOAT_DTYPES, BaseTorchEstimator, shared_params
 from ._heads import ClassifierHead, RegressorHead, normalized_sample_weight
 from ._random import init_parameters, make_generator
 
@@ -23,6 +23,7 @@ __all__ = [
     "normalized_sample_weight",
     "resolve_device",
     "resolve_dtype",
+    "shared_params",
     "to_numpy",
     "to_tensor",
 ]

@@ -6,6 +6,7 @@ each step is a small method that an estimator overrides where its method needs t
 """
 
 import copy
+import inspect
 import math
 import os
 import time
@@ -21,9 +22,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..exceptions import ConvergenceWarning, DivergenceWarning, TrainingInterruptedWarning
 from . import _checkpoint
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
-from ._docs import fill_doc
-from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
 from ._device import device_available, resolve_device, resolve_dtype, to_numpy, to_tensor
+from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
+from ._docs import fill_doc
 from ._random import build_module_isolated, init_parameters, make_generator
 from ._warn import warn_user
 
@@ -35,6 +36,15 @@ PREDICT_CHUNK = 4096
 
 
 @fill_doc(max_epochs=200, learning_rate=0.001)
+def shared_params(namespace):
+    """The base's parameters out of a subclass ``__init__``'s ``locals()``.
+
+    Subclasses list every parameter explicitly (scikit-learn reads the signature) and pass
+    the shared ones on with ``super().__init__(**shared_params(locals()))``.
+    """
+    return {name: namespace[name] for name in _SHARED_NAMES}
+
+
 class BaseTorchEstimator(BaseEstimator):
     """Base class of the skinverse estimators: one PyTorch training loop behind the
     scikit-learn API.
@@ -623,6 +633,11 @@ class BaseTorchEstimator(BaseEstimator):
             self.scheduler_.load_state_dict(scheduler_state)
 
 
+_SHARED_NAMES = tuple(
+    name for name in inspect.signature(BaseTorchEstimator.__init__).parameters if name != "self"
+)
+
+
 def _map_tensors(obj, device):
     """Copy of a nested dict/list structure with every tensor moved to ``device``."""
     if isinstance(obj, torch.Tensor):
@@ -634,4 +649,4 @@ def _map_tensors(obj, device):
     return obj
 
 
-__all__ = ["BaseTorchEstimator", "FLOAT_DTYPES", "to_numpy"]
+__all__ = ["BaseTorchEstimator", "FLOAT_DTYPES", "shared_params", "to_numpy"]

@@ -9,7 +9,14 @@ from sklearn.base import TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._base import FLOAT_DTYPES, BaseTorchEstimator, fill_doc, make_generator, to_numpy
+from .._base import (
+    FLOAT_DTYPES,
+    BaseTorchEstimator,
+    fill_doc,
+    make_generator,
+    shared_params,
+    to_numpy,
+)
 from ..nn import MLP
 from ._data import check_derivatives, design_statistics, summary_derivatives
 from ._fisher import fisher_statistics, imnn_loss, quasi_ml_estimate
@@ -177,14 +184,7 @@ class IMNNTransformer(TransformerMixin, BaseTorchEstimator):
         self.input_shape = input_shape
         self.output = output
         self.min_epochs = min_epochs
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 
     # ------------------------------------------------------------------ data
     def _theta(self, n_params=None):

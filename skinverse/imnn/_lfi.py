@@ -12,7 +12,6 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 2 renamed it
 
 

@@ -8,7 +8,7 @@ the shared :class:`~skinverse.base.BaseTorchEstimator`.
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
 
-from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead, fill_doc
+from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead, fill_doc, shared_params
 from ._mixin import _fill_implicit, _ImplicitMixin
 
 
@@ -98,14 +98,7 @@ class ImplicitClassifier(ClassifierMixin, _ImplicitMixin, ClassifierHead, BaseTo
         self.backward_steps = backward_steps
         self.l1_penalty = l1_penalty
         self.reuse_equilibria = reuse_equilibria
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 
 
 @_fill_implicit
@@ -180,12 +173,5 @@ class ImplicitRegressor(RegressorMixin, _ImplicitMixin, RegressorHead, BaseTorch
         self.backward_steps = backward_steps
         self.l1_penalty = l1_penalty
         self.reuse_equilibria = reuse_equilibria
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 

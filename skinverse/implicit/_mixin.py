@@ -312,7 +312,8 @@ class _ImplicitMixin:
                              f"supported: {sorted(_MLP_ACTIVATIONS)}.")
         if getattr(mlp, "out_activation_", "") not in ("softmax", "logistic", "identity"):
             raise ValueError(f"MLP output activation {mlp.out_activation_!r} is not supported.")
-        if isinstance(mlp, MLPClassifier) and mlp._label_binarizer.y_type_ == "multilabel-indicator":
+        multilabel = getattr(getattr(mlp, "_label_binarizer", None), "y_type_", "")
+        if multilabel == "multilabel-indicator":
             raise ValueError("from_mlp does not support multilabel MLPClassifier.")
         weights = [W.T for W in mlp.coefs_]  # (out, in)
         hidden = [W.shape[0] for W in weights[:-1]]

@@ -10,7 +10,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
-from .._base import BaseTorchEstimator, RegressorHead, fill_doc, to_numpy
+from .._base import BaseTorchEstimator, RegressorHead, fill_doc, shared_params, to_numpy
 from ..nn import RecurrentConvNet, RecurrentDenseNet
 from ._module import LINKS, TRANSFORMS, RIMModule
 from ._physics import Physics, check_operator, check_score_sign, fit_linear_model
@@ -183,7 +183,8 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         input_shape=None, channels=1, backbone="auto", width=32, depth=2, hidden_size=64,
         n_steps=8, step_weights="uniform", init="adjoint", score_transform="identity",
         link="identity", ema_decay=None, warmup_steps=0, prior_sampler=None,
-        n_simulations=1000, mixed_precision=None, max_epochs=200, batch_size="auto", learning_rate=1e-3,
+        n_simulations=1000, mixed_precision=None, max_epochs=200, batch_size="auto",
+        learning_rate=1e-3,
         optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None, early_stopping=False,
         validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
@@ -209,14 +210,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self.prior_sampler = prior_sampler
         self.n_simulations = n_simulations
         self.mixed_precision = mixed_precision
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 
     # ------------------------------------------------------------------ data and physics
     def _shapes(self, n_obs, n_signal):

@@ -10,7 +10,14 @@ from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
-from .._base import FLOAT_DTYPES, BaseTorchEstimator, fill_doc, normalized_sample_weight, to_numpy
+from .._base import (
+    FLOAT_DTYPES,
+    BaseTorchEstimator,
+    fill_doc,
+    normalized_sample_weight,
+    shared_params,
+    to_numpy,
+)
 from ..metrics import psnr
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MatrixOperator, MultiCoilMRI
@@ -110,7 +117,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     >>> from skinverse.unrolled import UnrolledRegressor
     >>> X, y, maps, masks = make_mri_data(make_phantoms(40, 16, random_state=0), n_coils=4,
     ...                                   acceleration=2, random_state=0)
-    >>> sense = UnrolledRegressor(method="cg-sense", max_epochs=2, random_state=0)
+    >>> sense = UnrolledRegressor(method="cg-sense", lam=1e-3, cg_max_iter=30, max_epochs=2,
+    ...                           random_state=0)
     >>> sense.fit(X, y, maps=maps, masks=masks).score(X, y, maps=maps, masks=masks) > 20
     True
     """
@@ -152,14 +160,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         self.admm_iter = admm_iter
         self.width = width
         self.depth = depth
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 
     # ------------------------------------------------------------------ data
     def _side_information(self, n, maps, masks, reset):

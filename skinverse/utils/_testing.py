@@ -5,7 +5,7 @@ They prove the base on its own: a plain multilayer perceptron behind each head.
 
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead
+from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead, shared_params
 from ..nn import MLP
 
 
@@ -34,14 +34,7 @@ class TorchMLPRegressor(RegressorMixin, _MLPMixin, RegressorHead, BaseTorchEstim
                  device="auto", dtype="float32", verbose=0, callbacks=None, log_dir=None,
                  checkpoint_dir=None):
         self.hidden_layer_sizes = hidden_layer_sizes
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 
 
 class TorchMLPClassifier(ClassifierMixin, _MLPMixin, ClassifierHead, BaseTorchEstimator):
@@ -60,14 +53,7 @@ class TorchMLPClassifier(ClassifierMixin, _MLPMixin, ClassifierHead, BaseTorchEs
                  callbacks=None, log_dir=None, checkpoint_dir=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.class_weight = class_weight
-        super().__init__(
-            max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, alpha=alpha, lr_schedule=lr_schedule, grad_clip=grad_clip,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            random_state=random_state, device=device, dtype=dtype, verbose=verbose,
-            callbacks=callbacks, log_dir=log_dir, checkpoint_dir=checkpoint_dir,
-        )
+        super().__init__(**shared_params(locals()))
 
 
 def regression_problem(n_samples=240, n_features=5, seed=0):
