@@ -20,8 +20,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..exceptions import ConvergenceWarning, DivergenceWarning, TrainingInterruptedWarning
-from . import _checkpoint
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
+from ._checkpoint import CheckpointMixin
 from ._device import device_available, resolve_device, resolve_dtype, to_numpy, to_tensor
 from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
 from ._docs import fill_doc
@@ -45,7 +45,7 @@ def shared_params(namespace):
     return {name: namespace[name] for name in _SHARED_NAMES}
 
 
-class BaseTorchEstimator(BaseEstimator):
+class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
     """Base class of the skinverse estimators: one PyTorch training loop behind the
     scikit-learn API.
 
@@ -503,66 +503,6 @@ class BaseTorchEstimator(BaseEstimator):
     def _restore(self, state):
         if state is not None:
             self.module_.load_state_dict(state)
-
-    # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_state(self, finished):
-        return {
-            "config": _checkpoint.config_key(self),
-            "n_features_in": getattr(self, "n_features_in_", None),
-            "finished": finished,
-            "module": self.module_.state_dict(),
-            "optimizer": None if self.optimizer_ is None else self.optimizer_.state_dict(),
-            "scheduler": None if self.scheduler_ is None else self.scheduler_.state_dict(),
-            "generator": self._generator.get_state(),
-            "best_state": self._best_state,
-            "n_iter": self.n_iter_,
-            "t": self.t_,
-            "loss_curve": list(self.loss_curve_),
-            "best_loss": float(self.best_loss_),
-            "validation_scores": self.validation_scores_,
-            "best_validation_score": self.best_validation_score_,
-            "no_improvement_count": self._no_improvement_count,
-        }
-
-    def _save_checkpoint(self, finished):
-        if self.checkpoint_dir is not None and is_main_process():
-            _checkpoint.save_checkpoint(self.checkpoint_dir, self._checkpoint_state(finished))
-
-    def _resume_from_checkpoint(self):
-        """Load a checkpoint of this configuration; return the epochs it already ran."""
-        if self.checkpoint_dir is None:
-            return 0
-        state = _checkpoint.load_checkpoint(self.checkpoint_dir, map_location=self.device_)
-        if state is None:
-            return 0
-        expected = _checkpoint.config_key(self)
-        if state["config"] != expected or state["n_features_in"] != getattr(
-            self, "n_features_in_", None
-        ):
-            raise ValueError(
-                f"checkpoint_dir={str(self.checkpoint_dir)!r} holds a checkpoint of another "
-                f"configuration or data shape:\n  saved:    {state['config']} with "
-                f"{state['n_features_in']} features\n  expected: {expected} with "
-                f"{getattr(self, 'n_features_in_', None)} features\n"
-                "Use an empty directory or remove the checkpoint."
-            )
-        self.module_.load_state_dict(state["module"])
-        if self.optimizer_ is not None:
-            self.optimizer_.load_state_dict(state["optimizer"])
-        if self.scheduler_ is not None and state["scheduler"] is not None:
-            self.scheduler_.load_state_dict(state["scheduler"])
-        self._generator.set_state(state["generator"])
-        self._best_state = state["best_state"]
-        self.n_iter_, self.t_ = state["n_iter"], state["t"]
-        self.loss_curve_ = list(state["loss_curve"])
-        self.best_loss_ = state["best_loss"]
-        self.validation_scores_ = state["validation_scores"]
-        self.best_validation_score_ = state["best_validation_score"]
-        self._no_improvement_count = state["no_improvement_count"]
-        if self.verbose:
-            print(f"Resumed from {_checkpoint.checkpoint_path(self.checkpoint_dir)} "
-                  f"at epoch {self.n_iter_}.")
-        return self.max_epochs if state["finished"] else self.n_iter_
 
     # ------------------------------------------------------------------ prediction
     def _predict_outputs(self, X, extras=None):
