@@ -230,3 +230,17 @@ def test_lfi_recovers_the_analytic_posterior(mean_imnn):
     spread = np.sqrt(np.sum(weights * (particles[:, 0] - mean) ** 2))
     assert abs(mean - xbar) < 0.08 and spread == pytest.approx(sd, rel=0.25)
     assert weights.sum() == pytest.approx(1.0)
+
+
+def test_grid_search_over_a_pipeline():
+    from sklearn.model_selection import GridSearchCV
+
+    problem = gaussian_mean_problem(n_data=10)
+    rng = np.random.RandomState(0)
+    y = rng.uniform(-0.5, 0.5, size=240)
+    X = problem.simulator(torch.as_tensor(y[:, None]), torch.Generator().manual_seed(0)).numpy()
+    pipe = make_pipeline(IMNNTransformer(hidden_layer_sizes=(8,), max_epochs=200,
+                                         random_state=0), Ridge())
+    search = GridSearchCV(pipe, {"imnntransformer__max_epochs": [1, 200]}, cv=3).fit(X, y)
+    assert search.best_params_ == {"imnntransformer__max_epochs": 200}  # training helps
+    assert search.best_score_ > 0.05  # the optimum R^2 here is 0.45 (prior var 1/12, noise 1/10)

@@ -251,3 +251,28 @@ def test_bf16_backbone_tracks_the_float32_one():
     # bf16 keeps 8 bits of mantissa: the two runs agree to a few 1e-2.
     np.testing.assert_allclose(pred_half, pred_full, atol=0.1)
     assert half.score(observed, signals) == pytest.approx(full.score(observed, signals), abs=0.05)
+
+
+def test_physics_params_route_through_grid_search():
+    import sklearn
+    from sklearn.model_selection import GridSearchCV
+
+    observed, signals, blur = _deblurring(90)
+    sigmas = np.where(np.arange(90) % 2, 0.05, 0.2)
+    seen = []
+
+    def score(x, y, sigma):
+        seen.append(len(sigma))
+        return blur.score(x, y, 1.0) / sigma[:, None] ** 2
+
+    physics = np.zeros(90, dtype=[("sigma", float)])
+    physics["sigma"] = sigmas
+    with sklearn.config_context(enable_metadata_routing=True):
+        rim = RIMRegressor(operator=blur, score_fn=score, n_steps=2, max_epochs=1,
+                           batch_size=30, random_state=0)
+        rim.set_fit_request(physics_params=True, sample_weight=False)
+        rim.set_score_request(physics_params=True, sample_weight=False)
+        search = GridSearchCV(rim, {"n_steps": [1, 2]}, cv=3).fit(
+            observed, signals, physics_params=physics)
+    assert search.best_params_["n_steps"] in (1, 2)
+    assert 60 in seen and 30 in seen  # split with the folds: 60 to fit, 30 to score

@@ -204,3 +204,13 @@ def test_deepinpy_h5_loader(tmp_path, mri):
     loaded = load_deepinpy_h5(tmp_path / "data.h5")
     for got, expected in zip(loaded, (X, y, maps, masks)):
         np.testing.assert_allclose(got, expected)
+
+
+def test_bf16_denoiser_tracks_float32(mri):
+    X, y, maps, masks = mri
+    params = dict(n_unrolls=2, width=4, depth=1, max_epochs=2, random_state=0)
+    full = UnrolledRegressor(**params).fit(X, y, maps=maps, masks=masks)
+    half = UnrolledRegressor(mixed_precision="bf16", **params).fit(X, y, maps=maps, masks=masks)
+    args = dict(maps=maps, masks=masks)
+    np.testing.assert_allclose(half.predict(X, **args), full.predict(X, **args), atol=0.05)
+    assert half.score(X, y, **args) == pytest.approx(full.score(X, y, **args), abs=0.5)

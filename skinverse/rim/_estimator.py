@@ -276,6 +276,23 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         return checked
 
     @staticmethod
+    def _merge_physics_params(physics_params, extras):
+        """One dict of per-sample arrays from the routable ``physics_params`` (a numpy
+        structured array with one field per argument, or a mapping) and keywords."""
+        merged = dict(extras)
+        if physics_params is None:
+            return merged
+        names = getattr(getattr(physics_params, "dtype", None), "names", None)
+        if names:
+            merged.update({name: physics_params[name] for name in names})
+        elif hasattr(physics_params, "items"):
+            merged.update(physics_params)
+        else:
+            raise TypeError("physics_params must be a numpy structured array (one field per "
+                            "argument) or a mapping of per-sample arrays.")
+        return merged
+
+    @staticmethod
     def _split_extras(batch):
         return {k[6:]: v for k, v in batch.items() if k.startswith("extra:")}
 
@@ -410,7 +427,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self._choose_best_step(val if val is not None else train)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None, **physics_params):
+    def fit(self, X, y=None, sample_weight=None, physics_params=None, **extras):
         """Train on pairs of observations ``X`` and signals ``y``, or on simulations.
 
         Parameters
@@ -421,10 +438,13 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             The true signals.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights of the loss.
-        **physics_params : array-like with n_samples rows
+        physics_params : numpy structured array of n_samples rows, or mapping, default=None
             Per-sample arguments passed (batched, as tensors) to ``score_fn`` or
-            ``energy_fn``. In a ``Pipeline`` pass them as ``rimregressor__name=...``;
-            ``GridSearchCV.fit`` splits them with the folds.
+            ``energy_fn``, one field per argument. Being one named array it routes as
+            metadata (``set_fit_request(physics_params=True)``) and is split with the
+            cross-validation folds.
+        **extras : array-like with n_samples rows
+            The same arguments as keywords (``Pipeline(...).fit(X, y, rim__sigma=...)``).
 
         Returns
         -------
@@ -436,7 +456,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self._simulating = X is None
         try:
             return self._fit(X, y, incremental=False, sample_weight=sample_weight,
-                             **physics_params)
+                             **self._merge_physics_params(physics_params, extras))
         finally:
             self._simulating = False
 
@@ -451,7 +471,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self.best_step_ = int(np.argmin(self.step_errors_)) + 1
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, X, return_trajectory=False, **physics_params):
+    def predict(self, X, return_trajectory=False, physics_params=None, **extras):
         """Reconstruct signals from observations ``X``.
 
         Parameters
@@ -460,16 +480,16 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             Observations.
         return_trajectory : bool, default=False
             Return the estimates of every step, shape (n_samples, n_steps, n_signal).
-        **physics_params : array-like with n_samples rows
-            Per-sample arguments of ``score_fn``/``energy_fn``, as in :meth:`fit`.
+        physics_params, **extras : per-sample arguments of ``score_fn``/``energy_fn``, as in
+            :meth:`fit`.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples, n_signal) or (n_samples,)
             The estimate of step ``best_step_`` (in the float dtype of ``X``).
         """
-        extras = {k[6:]: v for k, v in
-                  self._validate_extras(physics_params, _num_samples(X)).items()}
+        merged = self._merge_physics_params(physics_params, extras)
+        extras = {k[6:]: v for k, v in self._validate_extras(merged, _num_samples(X)).items()}
         trajectory, dtype = self._predict_outputs(X, extras)
         trajectory = to_numpy(trajectory, dtype)
         if return_trajectory:
@@ -477,7 +497,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         pred = trajectory[:, self.best_step_ - 1]
         return pred.ravel() if self._y_is_1d else pred
 
-    def score(self, X, y, sample_weight=None, **physics_params):
+    def score(self, X, y, sample_weight=None, physics_params=None, **extras):
         """:math:`R^2` of the reconstructions of ``X`` against the signals ``y``.
 
         Parameters
@@ -485,13 +505,14 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         X : array-like of shape (n_samples, n_observation_features)
         y : array-like of shape (n_samples, n_signal) or (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
-        **physics_params : per-sample arguments, as in :meth:`fit`.
+        physics_params, **extras : per-sample arguments, as in :meth:`fit`.
 
         Returns
         -------
         score : float
         """
-        return r2_score(y, self.predict(X, **physics_params), sample_weight=sample_weight)
+        pred = self.predict(X, physics_params=physics_params, **extras)
+        return r2_score(y, pred, sample_weight=sample_weight)
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -18,7 +18,7 @@ from .._base import (
     shared_params,
     to_numpy,
 )
-from ..metrics import psnr
+from ..metrics import psnr, ssim
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MatrixOperator, MultiCoilMRI
 from ._module import UnrolledModule
@@ -91,6 +91,9 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         Channels of the denoiser.
     depth : int, default=4
         Residual blocks (ResNet), layers (DnCNN) or scales (U-Net).
+    mixed_precision : {'bf16', 'fp16'} or None, default=None
+        Run the denoiser under ``torch.autocast`` (fp16 with loss scaling on CUDA); the
+        operator, conjugate gradients and the loss stay in ``dtype``.
     {shared_parameters}
 
     Attributes
@@ -137,12 +140,13 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         "admm_iter": [Interval(Integral, 1, None, closed="left")],
         "width": [Interval(Integral, 1, None, closed="left")],
         "depth": [Interval(Integral, 1, None, closed="left")],
+        "mixed_precision": [None, StrOptions({"bf16", "fp16"})],
     }
 
     def __init__(
         self, *, operator=None, method="modl", denoiser="resnet", n_unrolls=5,
         share_weights=True, lam=0.05, learn_lam=True, cg_max_iter=10, cg_tol=1e-6,
-        admm_iter=5, width=32, depth=4, max_epochs=50, batch_size="auto",
+        admm_iter=5, width=32, depth=4, mixed_precision=None, max_epochs=50, batch_size="auto",
         learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None,
         early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
         warm_start=False, random_state=None, device="auto", dtype="float32", verbose=0,
@@ -160,6 +164,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         self.admm_iter = admm_iter
         self.width = width
         self.depth = depth
+        self.mixed_precision = mixed_precision
         super().__init__(**shared_params(locals()))
 
     # ------------------------------------------------------------------ data
@@ -250,9 +255,12 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         step = 1.0
         if self._real_data:
             step = 1.0 / self.operator_.norm(n_iter=50, generator=self._generator) ** 2
-        return UnrolledModule(self.method, denoisers, self.n_unrolls, self.lam, self.learn_lam,
-                              self.cg_max_iter, self.cg_tol, self.admm_iter, self.epsilon_,
-                              step)
+        module = UnrolledModule(self.method, denoisers, self.n_unrolls, self.lam,
+                                self.learn_lam, self.cg_max_iter, self.cg_tol, self.admm_iter,
+                                self.epsilon_, step)
+        module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
+                                 "fp16": torch.float16}[self.mixed_precision]
+        return module
 
     def _to_complex(self, flat, shape):
         if self._real_data:
@@ -399,8 +407,10 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         }
         panels["error"] = (panels["prediction"] - panels["ground_truth"]).abs()
         truth = to_numpy(panels["ground_truth"]).reshape(1, -1)
-        writer.add_scalar("psnr/train_example", psnr(truth, to_numpy(
-            panels["prediction"]).reshape(1, -1)), epoch)
+        guess = to_numpy(panels["prediction"]).reshape(1, -1)
+        writer.add_scalar("psnr/train_example", psnr(truth, guess), epoch)
+        if len(shape) == 2:
+            writer.add_scalar("ssim/train_example", ssim(truth, guess, image_shape=shape), epoch)
         for name, image in panels.items():
             image = image / image.max().clamp_min(1e-12)
             writer.add_image(f"images/{name}", image[None].float().cpu(), epoch)

@@ -41,6 +41,7 @@ class UnrolledModule(nn.Module):
             self.raw_step = nn.Parameter(torch.tensor(_softplus_inverse(step)))
         self.register_buffer("epsilon", torch.tensor(0.0 if epsilon is None else epsilon))
         self.cg_iterations = []
+        self.autocast_dtype = None  # torch.bfloat16 / torch.float16: mixed-precision denoiser
 
     def reset_parameters_with(self, generator):
         """Initialise the denoisers from ``generator``; keep lambda and the step as given."""
@@ -57,7 +58,13 @@ class UnrolledModule(nn.Module):
         net = self.denoisers[0 if len(self.denoisers) == 1 else k]
         flat = x.dim() == 2  # 1-D signals: a 1 x d image
         image = x[:, None] if flat else x
-        out = net(torch.stack([image.real, image.imag], dim=1))
+        inputs = torch.stack([image.real, image.imag], dim=1)
+        if self.autocast_dtype is None:
+            out = net(inputs)
+        else:  # the denoiser in low precision; data consistency stays in full precision
+            with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
+                out = net(inputs)
+            out = out.to(inputs.dtype)
         out = torch.complex(out[:, 0], out[:, 1])
         return out[:, 0] if flat else out
 
