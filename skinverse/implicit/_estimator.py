@@ -82,22 +82,7 @@ class ImplicitClassifier(ClassifierMixin, _ImplicitMixin, ClassifierHead, BaseTo
         log_dir=None, checkpoint_dir=None,
     ):
         self.class_weight = class_weight
-        self.hidden_size = hidden_size
-        self.activation = activation
-        self.fit_D = fit_D
-        self.bias = bias
-        self.well_posedness = well_posedness
-        self.kappa = kappa
-        self.monotone_margin = monotone_margin
-        self.structure = structure
-        self.rank = rank
-        self.solver = solver
-        self.max_iter = max_iter
-        self.solver_tol = solver_tol
-        self.backward = backward
-        self.backward_steps = backward_steps
-        self.l1_penalty = l1_penalty
-        self.reuse_equilibria = reuse_equilibria
+        self._store_implicit_params(locals())
         super().__init__(**shared_params(locals()))
 
 
@@ -157,21 +142,6 @@ class ImplicitRegressor(RegressorMixin, _ImplicitMixin, RegressorHead, BaseTorch
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
         log_dir=None, checkpoint_dir=None,
     ):
-        self.hidden_size = hidden_size
-        self.activation = activation
-        self.fit_D = fit_D
-        self.bias = bias
-        self.well_posedness = well_posedness
-        self.kappa = kappa
-        self.monotone_margin = monotone_margin
-        self.structure = structure
-        self.rank = rank
-        self.solver = solver
-        self.max_iter = max_iter
-        self.solver_tol = solver_tol
-        self.backward = backward
-        self.backward_steps = backward_steps
-        self.l1_penalty = l1_penalty
-        self.reuse_equilibria = reuse_equilibria
+        self._store_implicit_params(locals())
         super().__init__(**shared_params(locals()))
 

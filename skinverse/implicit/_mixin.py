@@ -65,6 +65,12 @@ class _ImplicitMixin:
         "reuse_equilibria": ["boolean"],
     }
 
+    def _store_implicit_params(self, namespace):
+        """Store the implicit-model parameters from an ``__init__``'s ``locals()``."""
+        for name in _ImplicitMixin._parameter_constraints.keys() - set(
+                BaseTorchEstimator._parameter_constraints):
+            setattr(self, name, namespace[name])
+
     # ------------------------------------------------------------------ building
     def _activation(self):
         if isinstance(self.activation, str):
