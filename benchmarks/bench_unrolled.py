@@ -87,6 +87,8 @@ def main(argv=None):
     parser.add_argument("--train", type=int, default=200)
     parser.add_argument("--test", type=int, default=50)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--unrolls", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -113,14 +115,15 @@ def main(argv=None):
                                      cg_max_iter=100, max_epochs=1), train)
     rows[f"CG-SENSE (lam={best_lam:g})"] = quality(
         test[1], sense.predict(test[0], maps=test[2], masks=test[3]))
-    tv_weights = [1e-3, 3e-3, 1e-2]
+    tv_weights = [3e-3, 1e-2, 3e-2]
     best_tv = max(tv_weights, key=lambda w: quality(
         sub[1][:10], tv_reconstruction(sub[0][:10], sub[2][:10], sub[3][:10], w))[0])
     rows[f"total variation (weight={best_tv:g})"] = quality(
         test[1], tv_reconstruction(test[0], test[2], test[3], best_tv))
     modl, seconds = fit(UnrolledRegressor(
-        method="modl", n_unrolls=4, cg_max_iter=8, width=32, depth=4, lam=best_lam,
-        max_epochs=args.epochs, batch_size=8, learning_rate=1e-3, lr_schedule="cosine",
+        method="modl", n_unrolls=args.unrolls, cg_max_iter=8, width=32, depth=4, lam=best_lam,
+        max_epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate,
+        lr_schedule="cosine",
         random_state=0, device="cpu"), train)
     rows["MoDL"] = quality(test[1], modl.predict(test[0], maps=test[2], masks=test[3]))
     table = [{"reconstruction": k, "PSNR dB": f"{v[0]:.2f}", "SSIM": f"{v[1]:.3f}"}
