@@ -390,10 +390,6 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         """
         return self._fit(X, y, incremental=False, derivatives=derivatives)
 
-    def _summaries_of(self, X):
-        check_is_fitted(self)
-        return self._predict_outputs(X)
-
     def transform(self, X):
         """Quasi-maximum-likelihood estimates (or summaries) of the data ``X``.
 
@@ -406,7 +402,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         X_new : ndarray of shape (n_samples, n_params) or (n_samples, n_summaries)
             :math:`\\hat\\theta` with ``output='estimate'``, the summaries otherwise.
         """
-        t, dtype = self._summaries_of(X)
+        t, dtype = self._predict_outputs(X)  # validates X and checks the fit
         if self.output == "summaries":
             return to_numpy(t, dtype)
         theta = torch.as_tensor(self.theta_fid_, dtype=t.dtype, device=t.device)
