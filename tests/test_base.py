@@ -355,3 +355,14 @@ def test_warning_points_at_the_caller(regression_data):
         warnings.simplefilter("always")
         TorchMLPRegressor(max_epochs=1).fit(X, y)
     assert caught and caught[0].filename == __file__
+
+
+def test_integer_regression_targets_train_as_floats(regression_data):
+    X, _ = regression_data
+    y = np.arange(len(X)) % 5  # integers, as sklearn's check_fit_score_takes_y passes
+    est = TorchMLPRegressor(max_epochs=2, random_state=0)
+    data = est._validate_fit_data(X, y, reset=True)
+    assert data["y"].dtype == np.float64  # CUDA's backward refuses a float-vs-long loss
+    as_int = TorchMLPRegressor(max_epochs=2, random_state=0).fit(X, y)
+    as_float = TorchMLPRegressor(max_epochs=2, random_state=0).fit(X, y.astype(float))
+    np.testing.assert_array_equal(as_int.predict(X), as_float.predict(X))

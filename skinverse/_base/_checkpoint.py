@@ -98,7 +98,7 @@ class CheckpointMixin:
             self.optimizer_.load_state_dict(state["optimizer"])
         if self.scheduler_ is not None and state["scheduler"] is not None:
             self.scheduler_.load_state_dict(state["scheduler"])
-        self._generator.set_state(state["generator"])
+        self._generator.set_state(state["generator"].cpu())  # map_location moved it
         self._best_state = state["best_state"]
         self.n_iter_, self.t_ = state["n_iter"], state["t"]
         self.loss_curve_ = list(state["loss_curve"])

@@ -48,7 +48,9 @@ class RegressorHead:
         X, y = validate_data(
             self, X, y, reset=reset, dtype=FLOAT_DTYPES, multi_output=True, y_numeric=True
         )
-        y2d = y.reshape(len(y), -1)
+        # Integer targets are regression values too: cast them to X's float dtype, or the
+        # loss would compare floats with integers (CUDA's backward refuses that).
+        y2d = y.reshape(len(y), -1).astype(X.dtype, copy=False)
         if reset:
             self.n_outputs_ = y2d.shape[1]
             self._y_is_1d = y.ndim == 1

@@ -210,7 +210,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     def _validate_fit_data(self, X, y, *, reset, maps=None, masks=None, sample_weight=None):
         X, y = validate_data(self, X, y, reset=reset, dtype=FLOAT_DTYPES, multi_output=True,
                              y_numeric=True)
-        y_2d = y.reshape(len(y), -1)
+        y_2d = y.reshape(len(y), -1).astype(X.dtype, copy=False)  # integer targets too
         side, image_shape, kspace_shape = self._side_information(len(X), maps, masks, reset)
         real = image_shape is None
         if real:  # generic regression data: real images (1, d), measurements (m,)
