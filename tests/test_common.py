@@ -4,13 +4,16 @@ Estimators are found by discovery, so none escapes. The base's test-only MLPs ar
 until (and after) the method estimators land, so the shared machinery is always checked.
 """
 
+import os
+
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skinverse.utils import all_estimators
 from skinverse.utils._testing import TorchMLPClassifier, TorchMLPRegressor
 
 # Settings that keep each check fast; none changes a default of the estimator.
-FAST = {"max_epochs": 50, "device": "cpu"}
+# SKINVERSE_TEST_DEVICE=cuda runs the checks on a GPU (the default CPU is what CI has).
+FAST = {"max_epochs": 50, "device": os.environ.get("SKINVERSE_TEST_DEVICE", "cpu")}
 FAST_BY_NAME = {
     "UnrolledRegressor": {"width": 4, "depth": 1, "n_unrolls": 2, "max_epochs": 20},
 }
@@ -40,6 +43,12 @@ EXPECTED_FAILED_BY_NAME["IMNNTransformer"] = {
         "check's 1e-7 (tests/test_imnn.py checks 1e-5)"
     ),
 }
+
+if FAST["device"] != "cpu":
+    EXPECTED_FAILED["check_methods_subset_invariance"] = (
+        "cuBLAS picks GEMM kernels by shape, so float32 rows differ by ~1 ulp between a "
+        "batch and its subsets on the GPU"
+    )
 
 
 def _instances():

@@ -1,6 +1,8 @@
 """Every registered operator against the same references: the adjoint identity, shapes,
 dtypes, devices, composition, the score against autograd, CG against a dense solve."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,12 @@ from skinverse.operators import (
 from skinverse.operators._registry import registered_operators
 
 OPERATORS = registered_operators()
+
+
+def _operator(name):
+    """A fresh copy: ``Module.to`` works in place, so tests must not share instances."""
+    return copy.deepcopy(OPERATORS[name])
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -39,14 +47,14 @@ def _dense(op):
 @pytest.mark.parametrize("name", OPERATORS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_adjointness(name, device):
-    op = OPERATORS[name].to(device=device, dtype=torch.float64)
+    op = _operator(name).to(device=device, dtype=torch.float64)
     assert adjoint_test(op, generator=torch.Generator().manual_seed(1), device=device) < 1e-12
 
 
 @pytest.mark.parametrize("name", OPERATORS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_shapes_and_dtypes(name, dtype):
-    op = OPERATORS[name].to(dtype=dtype)
+    op = _operator(name).to(dtype=dtype)
     x = _signal(op, dtype)
     y = op.forward(x)
     assert tuple(y.shape) == (3, *op.output_shape)
@@ -59,7 +67,7 @@ def test_shapes_and_dtypes(name, dtype):
 def test_score_is_the_gradient_of_the_log_likelihood(name):
     # For complex x, torch's gradient of a real loss is the steepest-ascent direction
     # (twice the conjugate Wirtinger derivative), which is the score here too.
-    op = OPERATORS[name].to(dtype=torch.float64)
+    op = _operator(name).to(dtype=torch.float64)
     x = _signal(op).requires_grad_(True)
     y = op.forward(_signal(op, seed=5)).detach()
     op.log_likelihood(x, y, 0.3).sum().backward()
@@ -68,7 +76,7 @@ def test_score_is_the_gradient_of_the_log_likelihood(name):
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_conjugate_gradient_matches_a_dense_solve(name):
-    op = OPERATORS[name].to(dtype=torch.float64)
+    op = _operator(name).to(dtype=torch.float64)
     A = _dense(op)
     b = _signal(op)
     lam = 0.1
@@ -81,7 +89,7 @@ def test_conjugate_gradient_matches_a_dense_solve(name):
 
 @pytest.mark.parametrize("name", OPERATORS)
 def test_operator_norm_matches_the_largest_singular_value(name):
-    op = OPERATORS[name]
+    op = _operator(name)
     expected = float(torch.linalg.matrix_norm(_dense(op.to(dtype=torch.float64)), ord=2))
     got = op.norm(n_iter=500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert got == pytest.approx(expected, rel=1e-4)

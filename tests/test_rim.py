@@ -52,7 +52,7 @@ def test_learned_linear_model_recovers_the_forward_matrix():
     signals = rng.normal(size=(400, 4))
     observed = signals @ true.T + 0.01 * rng.normal(size=(400, 6))
     rim = RIMRegressor(n_steps=2, max_epochs=1, random_state=0).fit(observed, signals)
-    learned = rim.operator_.matrix.double().numpy()
+    learned = rim.operator_.matrix.double().cpu().numpy()
     expected = np.linalg.lstsq(signals, observed, rcond=None)[0].T
     np.testing.assert_allclose(learned, expected, rtol=1e-5, atol=1e-6)
     assert rim.noise_std_ == pytest.approx(0.01, rel=0.15)
