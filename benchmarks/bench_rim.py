@@ -10,7 +10,7 @@ noise 0.02. PSNR of the RIM (U-Net backbone) against Tikhonov deconvolution
 argmin ||Ax - y||^2 + lam ||x||^2 (the Wiener filter of a white prior) with lam chosen
 on the training patches.
 
-    python benchmarks/bench_rim.py [--epochs 60] [--epochs-2d 8] [--threads 2]
+    python benchmarks/bench_rim.py [--epochs 60] [--epochs-2d 8] [--threads 2] [--device cuda]
 """
 
 import argparse
@@ -41,7 +41,7 @@ def sample(chol, A, n, rng):
     return x @ A.T + NOISE * rng.normal(size=(n, N)), x
 
 
-def deblurring_2d(epochs, size=16, noise=0.02):
+def deblurring_2d(epochs, device, size=16, noise=0.02):
     """PSNR of the RIM and of the best Tikhonov deconvolution on held-out patches."""
     patches = load_sample_patches(size, 3500, random_state=0)
     kernel = gaussian_kernel(5, 1.2, ndim=2)
@@ -63,7 +63,7 @@ def deblurring_2d(epochs, size=16, noise=0.02):
                                               data_range=1.0))
     rim = RIMRegressor(operator=Blur(kernel, input_shape=(size, size)), noise_std=noise,
                        input_shape=(size, size), width=16, depth=2, n_steps=4,
-                       max_epochs=epochs, batch_size=32, random_state=0, device="cpu")
+                       max_epochs=epochs, batch_size=32, random_state=0, device=device)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -85,6 +85,7 @@ def main(argv=None):
     parser.add_argument("--epochs-2d", type=int, default=8, help="0 skips the 2-D part")
     parser.add_argument("--simulations", type=int, default=4000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -105,7 +106,7 @@ def main(argv=None):
         operator=blur, noise_std=NOISE, prior_sampler=prior, n_simulations=args.simulations,
         n_steps=8, hidden_size=128, step_weights="increasing", max_epochs=args.epochs,
         batch_size=100, learning_rate=2e-3, lr_schedule="cosine", n_iter_no_change=10**6,
-        random_state=0, device="cpu",
+        random_state=0, device=args.device,
     )
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -125,13 +126,13 @@ def main(argv=None):
     print_table(rows, ["estimator", "test MSE", "ratio"])
     print(f"analytic optimal MSE {mse_analytic:.5f}; RIM fit {seconds:.1f} s, best step "
           f"{rim.best_step_}; target ratio <= 1.03")
-    result = {"one_d": {
+    result = {"device": args.device, "one_d": {
         "mse_rim": mse_rim, "mse_optimal": mse_optimal, "mse_analytic": mse_analytic,
         "ratio": mse_rim / mse_optimal, "fit_seconds": seconds, "epochs": args.epochs,
         "simulations_per_epoch": args.simulations, "best_step": rim.best_step_,
     }}
     if args.epochs_2d:
-        two = deblurring_2d(args.epochs_2d)
+        two = deblurring_2d(args.epochs_2d, args.device)
         print()
         print_table([
             {"2-D deblurring (16x16 patches)": "RIMRegressor (U-Net)",
