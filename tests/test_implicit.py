@@ -17,7 +17,7 @@ from skinverse.callbacks import Callback
 from skinverse.exceptions import EquilibriumConvergenceWarning
 from skinverse.implicit import ImplicitClassifier, ImplicitRegressor
 from skinverse.implicit._module import ACTIVATIONS, ImplicitModule
-from skinverse.implicit._projection import project_rows_l1
+from skinverse.implicit._projection import _project_rows_torch, project_rows_l1
 from skinverse.implicit._solvers import anderson, picard
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -35,11 +35,13 @@ def _l1_ball_reference(v, radius):
 
 
 # ---------------------------------------------------------------- well-posedness
-def test_row_projection_matches_bisection_and_keeps_inside_rows():
+@pytest.mark.parametrize("implementation", ["numpy", "torch"])
+def test_row_projection_matches_bisection_and_keeps_inside_rows(implementation):
     rng = np.random.RandomState(0)
     A = rng.normal(size=(40, 25))
     A[:5] *= 0.001  # rows already inside the ball
-    P = project_rows_l1(torch.as_tensor(A), 0.95).numpy()
+    project = {"numpy": project_rows_l1, "torch": _project_rows_torch}[implementation]
+    P = project(torch.as_tensor(A), 0.95).numpy()
     expected = np.stack([_l1_ball_reference(row, 0.95) for row in A])
     np.testing.assert_allclose(P, expected, atol=1e-12)
     np.testing.assert_array_equal(P[:5], A[:5])

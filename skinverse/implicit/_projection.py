@@ -4,15 +4,27 @@ import numpy as np
 import torch
 
 
-def _sort_rows_descending(x):
-    """Rows of ``x`` sorted in decreasing order.
+def _project_rows_numpy(a, radius):
+    """:func:`project_rows_l1` on a numpy array.
 
-    On the CPU numpy's sort is about 10x faster than ``torch.sort`` for many short rows
-    (25 us against 290 us for 100 x 100 here), and this runs after every optimiser step.
+    On the CPU this runs after every optimiser step, and for a 100 x 100 matrix numpy's
+    sort and elementwise operations cost a few microseconds each where torch's cost tens
+    (about 2x faster overall; ``torch.sort`` alone is 10x slower than ``np.sort`` here).
     """
-    if x.device.type == "cpu":
-        return torch.from_numpy(np.ascontiguousarray(np.sort(x.numpy(), axis=1)[:, ::-1]))
-    return torch.sort(x, dim=1, descending=True).values
+    absolute = np.abs(a)
+    outside = absolute.sum(axis=1) > radius
+    out = a.copy()
+    if not outside.any():
+        return out
+    rows = absolute[outside]
+    sorted_rows = -np.sort(-rows, axis=1)
+    cumulative = np.cumsum(sorted_rows, axis=1) - radius
+    ks = np.arange(1, a.shape[1] + 1, dtype=a.dtype)
+    positive = sorted_rows - cumulative / ks > 0
+    rho = a.shape[1] - 1 - np.argmax(positive[:, ::-1], axis=1)  # last index where it holds
+    theta = cumulative[np.arange(len(rows)), rho] / (rho + 1)
+    out[outside] = np.sign(a[outside]) * np.maximum(rows - theta[:, None].astype(a.dtype), 0)
+    return out
 
 
 def project_rows_l1(A, radius):
@@ -38,13 +50,19 @@ def project_rows_l1(A, radius):
     J. Duchi, S. Shalev-Shwartz, Y. Singer, T. Chandra, "Efficient projections onto the
     l1-ball for learning in high dimensions", ICML 2008.
     """
+    if A.device.type == "cpu":
+        return torch.from_numpy(_project_rows_numpy(A.detach().numpy(), radius))
+    return _project_rows_torch(A, radius)
+
+
+def _project_rows_torch(A, radius):
+    """:func:`project_rows_l1` in torch (any device)."""
     absolute = A.abs()
-    norms = absolute.sum(dim=1)
-    outside = norms > radius
+    outside = absolute.sum(dim=1) > radius
     if not bool(outside.any()):
         return A.clone()
     rows = absolute[outside]
-    sorted_rows = _sort_rows_descending(rows)
+    sorted_rows = torch.sort(rows, dim=1, descending=True).values
     cumulative = sorted_rows.cumsum(dim=1) - radius
     ks = torch.arange(1, A.shape[1] + 1, device=A.device, dtype=A.dtype)
     positive = sorted_rows - cumulative / ks > 0
