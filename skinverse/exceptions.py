@@ -4,9 +4,11 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 __all__ = [
     "ConvergenceWarning",
+    "CheckpointError",
     "DivergenceWarning",
     "EquilibriumConvergenceWarning",
     "NotFittedError",
+    "TrainingDivergedError",
     "TrainingInterruptedWarning",
 ]
 
@@ -29,3 +31,12 @@ class EquilibriumConvergenceWarning(ConvergenceWarning):
 
     The message states the largest residual; the lowest-residual iterate was used.
     """
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Training met a non-finite loss before any epoch lowered the loss, so there are no
+    trained weights to return; the estimator is left unfitted."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is damaged, foreign, or was written by another configuration."""

@@ -282,13 +282,6 @@ def test_checkpoint_resume_matches_uninterrupted_fit(tmp_path, regression_data):
     _assert_same_weights(resumed, reference)
 
 
-def test_checkpoint_of_another_configuration_is_an_error(tmp_path, regression_data):
-    X, y = regression_data
-    TorchMLPRegressor(max_epochs=1, checkpoint_dir=tmp_path, random_state=0).fit(X, y)
-    with pytest.raises(ValueError, match="another configuration"):
-        TorchMLPRegressor(max_epochs=1, checkpoint_dir=tmp_path, random_state=1).fit(X, y)
-
-
 # ---------------------------------------------------------------- logging
 def test_tensorboard_writes_event_files(tmp_path, regression_data):
     pytest.importorskip("tensorboard", reason="the 'logging' extra is not installed")

@@ -87,7 +87,13 @@ def test_design_mode_and_the_sample_mean_estimate():
     X = problem.simulator(torch.as_tensor(y[:, None]), g).numpy()
     imnn = IMNNTransformer(hidden_layer_sizes=(16,), max_epochs=1000, random_state=0).fit(X, y)
     assert imnn.theta_fid_ == pytest.approx([y.mean()])
-    assert np.log(10) - 0.2 < imnn.score(X, y) < np.log(10) + 0.2
+    # On held-out simulations det F is an honest estimate: at most the analytic 10 (up to
+    # the sampling error of 600 simulations), and most of it. The in-sample figure is
+    # biased upwards (the network was fitted on it), so it is not the reference.
+    y_test = np.random.RandomState(1).uniform(-0.5, 0.5, size=600)
+    X_test = problem.simulator(torch.as_tensor(y_test[:, None]),
+                               torch.Generator().manual_seed(1)).numpy()
+    assert np.log(10) - 0.25 < imnn.score(X_test, y_test) < np.log(10) + 0.1
     estimate = imnn.transform(X)[:, 0]
     # The MLE of a Gaussian mean is the sample mean (variance 1/F = 0.1); an unbiased
     # estimate of efficiency e differs from it with variance 1/(eF) - 1/F. e >= 0.8:

@@ -7,9 +7,16 @@ from ._docs import fill_doc
 from ._estimator import FLOAT_DTYPES, BaseTorchEstimator, shared_params
 from ._heads import ClassifierHead, RegressorHead, normalized_sample_weight
 from ._random import init_parameters, make_generator
+from ._state import EMA, BestWeights, Component, DivergenceGuard, TrainingState, WarmUp
 
 __all__ = [
+    "EMA",
     "FLOAT_DTYPES",
+    "BestWeights",
+    "Component",
+    "DivergenceGuard",
+    "TrainingState",
+    "WarmUp",
     "BaseTorchEstimator",
     "Callback",
     "ClassifierHead",

@@ -86,3 +86,23 @@ def to_numpy(tensor, dtype=None):
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     return array
+
+
+def check_finite_tensor(tensor, name, dtype_name, offset=0):
+    """Raise a ValueError naming the sample and column of the first non-finite value.
+
+    Called after the cast to the estimator's dtype: a finite float64 value beyond
+    float32's range (about 3.4e38) becomes infinite there, and NaN in side data (coil
+    maps, masks) would silently poison every prediction.
+    """
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return
+    bad = (~finite).reshape(len(tensor), -1).nonzero()[0].tolist()
+    row, column = bad[0] + offset, bad[1]
+    raise ValueError(
+        f"{name} has a value that is NaN or infinite in {dtype_name} (sample {row}, "
+        f"column {column} of the flattened sample). Values must be finite and, with "
+        f"dtype={dtype_name!r}, within its range (float32: |x| < 3.4e38); rescale the "
+        "data or use dtype='float64'."
+    )

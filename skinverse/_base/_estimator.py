@@ -19,13 +19,26 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..exceptions import ConvergenceWarning, DivergenceWarning, TrainingInterruptedWarning
+from ..exceptions import (
+    ConvergenceWarning,
+    DivergenceWarning,
+    TrainingDivergedError,
+    TrainingInterruptedWarning,
+)
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
-from ._checkpoint import CheckpointMixin
-from ._device import device_available, resolve_device, resolve_dtype, to_numpy, to_tensor
+from ._checkpoint import Checkpointer
+from ._device import (
+    check_finite_tensor,
+    device_available,
+    resolve_device,
+    resolve_dtype,
+    to_numpy,
+    to_tensor,
+)
 from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
 from ._docs import fill_doc
-from ._random import build_module_isolated, init_parameters, make_generator
+from ._random import build_module_isolated, init_parameters, make_generator, shared_seed
+from ._state import BestWeights, DivergenceGuard, TrainingState
 from ._warn import warn_user
 
 FLOAT_DTYPES = (np.float64, np.float32)
@@ -45,7 +58,7 @@ def shared_params(namespace):
     return {name: namespace[name] for name in _SHARED_NAMES}
 
 
-class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
+class BaseTorchEstimator(BaseEstimator):
     """Base class of the skinverse estimators: one PyTorch training loop behind the
     scikit-learn API.
 
@@ -186,47 +199,133 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the lifecycle
     def _fit(self, X, y, *, incremental, **fit_params):
-        """Validate, initialise (or continue), split and run the epochs."""
+        """Validate, build (or continue, or resume) the training state, split, run the
+        epochs, decide the returned weights."""
         continuing = (incremental or self.warm_start) and self.__sklearn_is_fitted__()
         data = self._validate_fit_data(X, y, reset=not continuing, **fit_params)
-        n_epochs = 1 if incremental else self.max_epochs
-        if not continuing:
-            self._initialize(data)
-            n_epochs -= self._resume_from_checkpoint()
+        checkpointer, resumed = None, False
+        if continuing:
+            state = self.training_state_
+            self._apply_hyperparameters(state, reset_stopping=not incremental)
+            n_epochs = 1 if incremental else self.max_epochs
+        else:
+            state = self._initialize(data)
+            if not incremental and self.checkpoint_dir is not None:
+                checkpointer = Checkpointer(self.checkpoint_dir, self, data)
+                resumed = self._resume(state, checkpointer)
+            n_epochs = 1 if incremental else self.max_epochs - state.n_iter
         tensors = self._to_tensors(data)
         use_validation = self.early_stopping and not incremental
         train, val = self._split(tensors, data) if use_validation else (tensors, None)
-        self._fit_loop(train, val, max(n_epochs, 0), incremental=incremental)
+        self._fit_loop(state, train, val, n_epochs, incremental=incremental, resumed=resumed,
+                       checkpointer=checkpointer)
         return self
 
+    def _components(self):
+        """The stateful components of a fit, in the order they act (see ``_state``)."""
+        components = list(self._method_components())
+        components.append(DivergenceGuard())
+        if self.early_stopping:
+            components.append(BestWeights())
+        return components
+
+    def _method_components(self):
+        """Components a method adds before the guard (e.g. warm-up, EMA)."""
+        return []
+
+    def _keeps_module_initialisation(self):
+        """True when the module came from the user (keep its initialisation)."""
+        return False
+
     def _initialize(self, data):
-        """Fresh fitted state: device, generator, module, optimiser, curves."""
+        """A fresh training state: device, generator, module, optimiser, components."""
         self.device_ = resolve_device(self.device)
         self._torch_dtype = resolve_dtype(self.dtype)
-        self._generator = make_generator(self.random_state)
+        generator = make_generator(shared_seed(self.random_state))
+        self._generator = generator
         module = build_module_isolated(lambda: self._build_module(data))
         if not isinstance(module, torch.nn.Module):
             raise TypeError(
                 f"_build_module must return a torch.nn.Module, got {type(module).__name__}."
             )
-        init_parameters(module, self._generator)
+        if not self._keeps_module_initialisation():
+            init_parameters(module, generator)
         self.module_ = module.to(device=self.device_, dtype=self._torch_dtype)
-        self.optimizer_ = self._build_optimizer()
-        self.scheduler_ = self._build_scheduler()
+        optimizer = self._build_optimizer()
+        state = TrainingState(self.module_, optimizer, self._build_scheduler(optimizer),
+                              generator, self._components())
+        state.hyper = self._hyperparameters()
         # float16 autocast (estimators with a mixed_precision parameter) needs loss scaling.
         fp16 = getattr(self, "mixed_precision", None) == "fp16"
         self._grad_scaler = (torch.amp.GradScaler("cuda") if fp16 and self.device_.type == "cuda"
                              else None)
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.loss_curve_ = []
-        self.best_loss_ = np.inf
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self._no_improvement_count = 0
-        self._best_state = None
+        self.training_state_ = state
+        self._publish(state)
+        return state
+
+    def _hyperparameters(self):
+        return (self.optimizer, self.learning_rate, self.alpha, self.lr_schedule)
+
+    def _apply_hyperparameters(self, state, *, reset_stopping):
+        """``warm_start``/``partial_fit``: train on with the current parameters.
+
+        A changed optimiser kind rebuilds the optimiser; a changed learning rate, penalty
+        or schedule is applied to every parameter group and restarts the schedule; the
+        components follow ``early_stopping``/``ema_decay``/``warmup_steps``. A new
+        ``fit`` call (not ``partial_fit``) restarts the stopping rule, as scikit-learn's.
+        """
+        if state.hyper != self._hyperparameters() and state.optimizer is not None:
+            if state.hyper[0] != self.optimizer:
+                state.optimizer = self._build_optimizer()
+            for group in state.optimizer.param_groups:
+                group["lr"], group["weight_decay"] = self.learning_rate, self.alpha
+            state.scheduler = self._build_scheduler(state.optimizer)
+            state.hyper = self._hyperparameters()
+        kept = {c.name: c for c in state.components}
+        state.components = [kept.get(c.name, c) for c in self._components()]
+        if reset_stopping:
+            state.no_improvement_count = 0
+            state.best_loss, state.best_validation_score = math.inf, -math.inf
+            if state.component("best") is not None:
+                state.components = [BestWeights() if c.name == "best" else c
+                                    for c in state.components]
+        state.stop_reason = None
+        self.optimizer_, self.scheduler_ = state.optimizer, state.scheduler
+
+    def _resume(self, state, checkpointer):
+        """Load this fit's checkpoint into ``state``; True when there was one."""
+        saved = checkpointer.load(map_location=self.device_)
+        if saved is None:
+            return False
+        if saved["counters"]["n_iter"] > self.max_epochs:
+            warn_user(f"{checkpointer.path} ran {saved['counters']['n_iter']} epochs, more "
+                      f"than max_epochs={self.max_epochs}: training afresh.", UserWarning)
+            return False
+        state.load_state_dict(saved)
+        if state.stop_reason == "max_epochs" and state.n_iter < self.max_epochs:
+            state.stop_reason = None  # a larger max_epochs continues the fit
+        self._publish(state)
+        if self.verbose:
+            print(f"Resumed from {checkpointer.path} at epoch {state.n_iter}.")
+        return True
+
+    def _publish(self, state):
+        """The fitted attributes, read off the state (the state is the truth)."""
+        self.optimizer_, self.scheduler_ = state.optimizer, state.scheduler
+        self.n_iter_, self.t_ = state.n_iter, state.t
+        self.loss_curve_ = state.history["loss"]
+        self.best_loss_ = state.best_loss
+        validating = self.early_stopping or bool(state.history["validation_score"])
+        self.validation_scores_ = state.history["validation_score"] if validating else None
+        self.best_validation_score_ = state.best_validation_score if validating else None
+        for attribute, key in self._history_attributes().items():
+            setattr(self, attribute, state.history.setdefault(key, []))
+
+    def _history_attributes(self):
+        """Fitted list attributes the method keeps in ``state.history``: {attribute: key}."""
+        return {}
 
     def _build_optimizer(self):
         params = self._optimizer_param_groups()
@@ -241,22 +340,23 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
             return torch.optim.AdamW(params, **options)
         return torch.optim.SGD(params, momentum=0.9, nesterov=True, **options)
 
-    def _build_scheduler(self):
+    def _build_scheduler(self, optimizer):
         sched = torch.optim.lr_scheduler
-        if self.lr_schedule is None or self.optimizer_ is None:
+        if self.lr_schedule is None or optimizer is None:
             return None
         if callable(self.lr_schedule):
-            return self.lr_schedule(self.optimizer_)
+            return self.lr_schedule(optimizer)
         if self.lr_schedule == "step":
-            return sched.StepLR(self.optimizer_, step_size=max(1, self.max_epochs // 3))
+            return sched.StepLR(optimizer, step_size=max(1, self.max_epochs // 3))
         if self.lr_schedule == "cosine":
-            return sched.CosineAnnealingLR(self.optimizer_, T_max=self.max_epochs)
+            return sched.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
         mode = "max" if self.early_stopping else "min"
         patience = max(1, self.n_iter_no_change // 2)
-        return sched.ReduceLROnPlateau(self.optimizer_, mode=mode, patience=patience)
+        return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
 
     def _to_tensors(self, data):
-        """Per-sample arrays to tensors on the device (floats in the module's dtype)."""
+        """Per-sample arrays to tensors on the device (floats in the module's dtype),
+        checked finite after the cast (a float64 1e39 overflows float32)."""
         out = {}
         for key, value in data.items():
             if value is None:
@@ -270,17 +370,25 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
                 out[key] = value.to(device=self.device_, dtype=dtype)
             else:
                 out[key] = to_tensor(value, dtype=dtype, device=self.device_)
+            if kind in "fc":
+                check_finite_tensor(out[key], key, self.dtype)
         return out
+
+    def _split_seed(self):
+        """The validation split's seed: drawn once per fit and kept in the state."""
+        state = self.training_state_
+        if state.split_seed is None:
+            state.split_seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
+        return state.split_seed
 
     def _split(self, tensors, data):
         """Hold out ``validation_fraction`` of the samples (stratified when possible)."""
         n = self._n_rows(tensors)
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
         try:
             train_idx, val_idx = train_test_split(
                 np.arange(n),
                 test_size=self.validation_fraction,
-                random_state=seed,
+                random_state=self._split_seed(),
                 stratify=self._stratify_labels(data),
             )
         except ValueError as exc:
@@ -314,11 +422,7 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
             yield {k: v[idx] for k, v in tensors.items()}
 
     def _train_step(self, batch, share=1.0):
-        """One optimiser step on (this rank's share of) a batch; returns the detached loss.
-
-        Under ``torch.distributed`` the gradients of the ranks' slices are averaged,
-        weighted by ``share``, so the step is the one of the whole global batch.
-        """
+        """One optimiser step on (this rank's share of) a batch; returns the detached loss."""
         if self.optimizer_ is None:
             with torch.no_grad():
                 return self._compute_loss(batch).detach()
@@ -326,18 +430,33 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
         loss = self._compute_loss(batch)
         scaler = self._grad_scaler
         (loss if scaler is None else scaler.scale(loss)).backward()
-        if self._world_size > 1:
-            average_gradients(self.module_.parameters(), share)
-        if scaler is not None:
-            scaler.unscale_(self.optimizer_)
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
-        if scaler is None:
-            self.optimizer_.step()
-        else:
-            scaler.step(self.optimizer_)
-            scaler.update()
+        self._apply_step(share)
         return loss.detach()
+
+    def _apply_step(self, share=1.0):
+        """Gradients in ``.grad`` -> one optimiser step, with the components around it.
+
+        Under ``torch.distributed`` the gradients of the ranks' slices are averaged,
+        weighted by ``share``, so the step is the one of the whole global batch.
+        """
+        state, scaler = self.training_state_, self._grad_scaler
+        for component in state.components:
+            component.before_step(state)
+        try:
+            if self._world_size > 1:
+                average_gradients(self.module_.parameters(), share)
+            if scaler is not None:
+                scaler.unscale_(self.optimizer_)
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
+            if scaler is None:
+                self.optimizer_.step()
+            else:
+                scaler.step(self.optimizer_)
+                scaler.update()
+        finally:
+            for component in state.components:
+                component.after_step(state)
 
     def _run_epoch(self, train, batch_hooks):
         """One pass over ``train``; returns the mean loss (one device sync per epoch)."""
@@ -357,7 +476,7 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
         if self._world_size > 1:
             all_reduce_sum(totals)  # over ranks: the global-batch mean
         total, n = totals.tolist()
-        self.t_ += int(n)
+        self.training_state_.t += int(n)
         return total / n
 
     def _all_callbacks(self, n_batches):
@@ -379,7 +498,12 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
             callbacks.append(cb)
         return callbacks
 
-    def _fit_loop(self, train, val, n_epochs, *, incremental):
+    def _begin_call(self, state, train, val, resumed):
+        """Method hook before the first epoch of a call (e.g. caches kept in the state)."""
+
+    def _fit_loop(self, state, train, val, n_epochs, *, incremental, resumed=False,
+                  checkpointer=None):
+        """The epochs of one call, in the documented order, then :meth:`_finish`."""
         batch_size = self._effective_batch_size(self._n_rows(train))
         self._world_size = world()[1]
         if batch_size < self._world_size:
@@ -387,53 +511,60 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
                 f"batch_size {batch_size} is smaller than the {self._world_size} data-parallel "
                 "processes: every process needs at least one sample of each batch."
             )
-        n_batches = math.ceil(self._n_rows(train) / batch_size)
-        callbacks = self._all_callbacks(n_batches)
+        callbacks = self._all_callbacks(math.ceil(self._n_rows(train) / batch_size))
         batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+        self._begin_call(state, train, val, resumed)
+        if not resumed:
+            state.component("guard").begin_call(state)
         for cb in callbacks:
             cb.on_train_begin(self)
-        self._last_good = self._snapshot()
-        stopped = interrupted = False
+        save = checkpointer is not None and is_main_process()
+        done = 0
         try:
-            for _ in range(n_epochs):
-                epoch = self.n_iter_ + 1
+            while state.stop_reason is None and done < n_epochs:
+                epoch = state.n_iter + 1
                 for cb in callbacks:
                     cb.on_epoch_begin(self, epoch)
                 start = time.perf_counter()
                 loss = self._run_epoch(train, batch_hooks)
-                if not math.isfinite(loss):
-                    self._recover_from_divergence(f"loss {loss} at epoch {epoch}")
-                    stopped = True
-                    break
+                done += 1
                 logs = self._end_epoch(epoch, loss, val, start)
-                for cb in callbacks:
-                    cb.on_epoch_end(self, logs)
-                self._save_checkpoint(finished=False)
-                if logs["stop"]:
-                    stopped = True
-                    break
+                if logs is not None:
+                    converged = logs["stop"]
+                    for cb in callbacks:
+                        cb.on_epoch_end(self, logs)
+                    if logs["stop"]:
+                        state.stop_reason = "converged" if converged else "callback"
+                    elif done == n_epochs and not incremental:
+                        state.stop_reason = "max_epochs"
+                if save:
+                    checkpointer.save(state.state_dict())
         except KeyboardInterrupt:
-            stopped = interrupted = True
-            best = self._best_state if val is not None else None
-            self._restore(best if best is not None else self._last_good)
-            warn_user(
-                f"Training interrupted after {self.n_iter_} epoch(s); the estimator keeps "
-                f"the {'best' if val is not None else 'last completed'} weights and can "
-                "be used or trained further with warm_start=True.",
-                TrainingInterruptedWarning,
-            )
-        self._finish(val, callbacks, stopped or incremental or n_epochs == 0, interrupted)
+            state.stop_reason = "interrupted"
+        if n_epochs <= 0 and state.stop_reason is None:
+            state.stop_reason = "max_epochs"
+        self._finish(state, callbacks, incremental)
 
     def _end_epoch(self, epoch, loss, val, start):
-        """Record the epoch, update the stopping criterion and the scheduler."""
-        self.n_iter_ += 1
-        self.loss_curve_.append(loss)
+        """Guard, validation and best weights, stopping rule, scheduler -- in that order.
+
+        Returns the epoch's logs, or ``None`` when the loss was not finite (training
+        stops; the epoch does not count).
+        """
+        state = self.training_state_
+        if not math.isfinite(loss):
+            state.stop_reason = "diverged"
+            state.extra["divergence"] = f"loss {loss} at epoch {epoch}"
+            return None
+        state.n_iter += 1
+        state.history["loss"].append(loss)
+        state.component("guard").record(state, loss)
         score = None
         if val is not None:
-            self.module_.eval()
-            score = float(self._validation_score(val))
-            self.validation_scores_.append(score)
-        self._update_no_improvement_count(loss, score)
+            score = self._score_candidate(state, val)
+            state.history["validation_score"].append(score)
+            state.component("best").record(state, score)
+        improved = self._update_stopping(state, loss, score)
         learning_rate = (self.optimizer_.param_groups[0]["lr"]  # the rate this epoch used
                          if self.optimizer_ is not None else 0.0)
         if self.scheduler_ is not None:
@@ -442,67 +573,96 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
                 self.scheduler_.step(score if score is not None else loss)
             else:
                 self.scheduler_.step()
-        self._last_good = self._snapshot()
+        self._publish(state)
         return {
             "epoch": epoch,
             "loss": loss,
             "validation_score": score,
             "learning_rate": learning_rate,
             "seconds": time.perf_counter() - start,
-            "stop": self._no_improvement_count >= self.n_iter_no_change,
+            "improved": improved,
+            "stop": state.no_improvement_count >= self.n_iter_no_change,
         }
 
-    def _update_no_improvement_count(self, loss, score):
+    def _score_candidate(self, state, val):
+        """Validation score of the epoch's candidate weights (the EMA shadow if any)."""
+        self.module_.eval()
+        ema = state.component("ema")
+        if ema is None or ema.shadow is None:
+            return float(self._validation_score(val))
+        raw = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+        self.module_.load_state_dict(ema.candidate(self.module_))
+        try:
+            return float(self._validation_score(val))
+        finally:
+            self.module_.load_state_dict(raw)
+
+    def _update_stopping(self, state, loss, score):
         """sklearn's MLP rule: count epochs that do not improve by more than ``tol``."""
         if score is not None:
-            improved = score >= self.best_validation_score_ + self.tol
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                self._best_state = self._snapshot()
+            improved = score >= state.best_validation_score + self.tol
+            state.best_validation_score = max(state.best_validation_score, score)
         else:
-            improved = loss <= self.best_loss_ - self.tol
-        self.best_loss_ = min(self.best_loss_, loss)
-        self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+            improved = loss <= state.best_loss - self.tol
+        state.best_loss = min(state.best_loss, loss)
+        state.no_improvement_count = 0 if improved else state.no_improvement_count + 1
+        return improved
 
-    def _finish(self, val, callbacks, stopped, interrupted=False):
-        if not self._parameters_finite():
-            self._recover_from_divergence("non-finite weights after the last step")
-        if val is not None and self._best_state is not None:
-            self._restore(self._best_state)
+    def _finish(self, state, callbacks, incremental):
+        """Load the weights :meth:`TrainingState.final_weights` decides, and report."""
+        reason = state.stop_reason
+        try:
+            weights = state.final_weights()
+            self.module_.load_state_dict(weights)
+            if not self._parameters_finite():
+                raise TrainingDivergedError(
+                    "The weights to return are not finite; lower learning_rate or set "
+                    "grad_clip.")
+        except TrainingDivergedError:
+            self._forget_fit()
+            raise
+        finally:
+            for cb in callbacks:
+                cb.on_train_end(self)
         self.module_.eval()
-        for cb in callbacks:
-            cb.on_train_end(self)
-        if not interrupted:  # the last epoch's checkpoint stays the one to resume from
-            self._save_checkpoint(finished=True)
-        self._last_good = None
-        if not stopped:
+        if reason == "diverged":  # the optimiser's moments hold NaN: start them afresh
+            state.optimizer = self._build_optimizer()
+            state.scheduler = self._build_scheduler(state.optimizer)
+        self._publish(state)
+        self._warn_on_stop(state, incremental)
+
+    def _warn_on_stop(self, state, incremental):
+        reason = state.stop_reason
+        if reason == "diverged":
+            kept = state.component("best") or state.component("guard")
+            warn_user(
+                f"Training diverged ({state.extra.get('divergence', 'non-finite weights')}); "
+                f"training stopped and the weights of epoch {kept.epoch} were restored. "
+                "Lower learning_rate or set grad_clip.",
+                DivergenceWarning,
+            )
+        elif reason == "interrupted":
+            warn_user(
+                f"Training interrupted after {state.n_iter} epoch(s); the estimator keeps "
+                f"the {'best' if state.component('best') else 'lowest-loss'} weights so far "
+                "and can be used or trained further with warm_start=True.",
+                TrainingInterruptedWarning,
+            )
+        elif reason == "max_epochs" and not incremental:
             warn_user(
                 f"Maximum number of epochs ({self.max_epochs}) reached and the "
                 "optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
 
-    def _recover_from_divergence(self, what):
-        self._restore(self._last_good)
-        self.optimizer_ = self._build_optimizer()
-        self.scheduler_ = self._build_scheduler()
-        warn_user(
-            f"Training diverged ({what}); training stopped, the weights of the last "
-            f"finite epoch ({self.n_iter_}) were restored and the optimiser state reset. "
-            "Lower learning_rate or set grad_clip.",
-            DivergenceWarning,
-        )
+    def _forget_fit(self):
+        """Leave the estimator unfitted (after an error that leaves no model)."""
+        for name in ("module_", "training_state_", "optimizer_", "scheduler_"):
+            self.__dict__.pop(name, None)
 
     def _parameters_finite(self):
         flags = [torch.isfinite(p).all() for p in self.module_.parameters()]
         return bool(torch.stack(flags).all()) if flags else True
-
-    def _snapshot(self):
-        return {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
-
-    def _restore(self, state):
-        if state is not None:
-            self.module_.load_state_dict(state)
 
     # ------------------------------------------------------------------ prediction
     def _predict_outputs(self, X, extras=None):
@@ -521,6 +681,7 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
             for start in range(0, X.shape[0], PREDICT_CHUNK):
                 rows = slice(start, start + PREDICT_CHUNK)
                 chunk = to_tensor(X[rows], dtype=self._torch_dtype, device=self.device_)
+                check_finite_tensor(chunk, "X", self.dtype, offset=start)
                 if extras:
                     more = self._to_tensors({k: v[rows] for k, v in extras.items()})
                     outputs.append(self._forward(chunk, **more))
@@ -530,25 +691,23 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        """Everything on the CPU, the optimiser as a state dict: loads on any machine."""
+        """Everything on the CPU, the training state as its ``state_dict``: loads on any
+        machine, and ``warm_start``/``partial_fit`` continue exactly after loading."""
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        for key in ("optimizer_", "scheduler_", "_generator", "_grad_scaler"):
+            state.pop(key, None)
+        training = state.pop("training_state_", None)
+        if training is not None:
+            saved = training.state_dict()
+            del saved["module"]  # module_ holds the weights
+            state["_training_state"] = (_map_tensors(saved, "cpu"), training.hyper)
         on_cpu = getattr(self, "device_", torch.device("cpu")).type == "cpu"
         if "module_" in state and not on_cpu:
             state["module_"] = copy.deepcopy(self.module_).to("cpu")
-        for key in ("optimizer_", "scheduler_"):
-            if state.get(key) is not None:
-                state[key] = _map_tensors(state[key].state_dict(), "cpu")
-        if state.get("_best_state") is not None:
-            state["_best_state"] = _map_tensors(state["_best_state"], "cpu")
-        if "_generator" in state:
-            state["_generator"] = state["_generator"].get_state()
-        state.pop("_last_good", None)
         return state
 
     def __setstate__(self, state):
-        optimizer_state = state.pop("optimizer_", None)
-        scheduler_state = state.pop("scheduler_", None)
-        generator_state = state.pop("_generator", None)
+        saved = state.pop("_training_state", None)
         super().__setstate__(state)
         if "module_" not in state:
             return
@@ -560,17 +719,22 @@ class BaseTorchEstimator(CheckpointMixin, BaseEstimator):
             )
             self.device_ = torch.device("cpu")
         self.module_.to(self.device_)
-        if self._best_state is not None:
-            self._best_state = _map_tensors(self._best_state, self.device_)
+        self._grad_scaler = None
+        if saved is None:
+            return
+        saved, hyper = saved
         self._generator = torch.Generator(device="cpu")
-        if generator_state is not None:
-            self._generator.set_state(generator_state)
-        self.optimizer_ = self._build_optimizer()
-        if optimizer_state is not None and self.optimizer_ is not None:
-            self.optimizer_.load_state_dict(optimizer_state)
-        self.scheduler_ = self._build_scheduler()
-        if scheduler_state is not None and self.scheduler_ is not None:
-            self.scheduler_.load_state_dict(scheduler_state)
+        optimizer = self._build_optimizer()
+        training = TrainingState(self.module_, optimizer, self._build_scheduler(optimizer),
+                                 self._generator, self._components())
+        saved = _map_tensors(saved, self.device_)
+        saved["module"] = self.module_.state_dict()
+        saved["components"] = {c.name: saved["components"].get(c.name, c.state_dict())
+                               for c in training.components}
+        training.load_state_dict(saved)
+        training.hyper = hyper
+        self.training_state_ = training
+        self._publish(training)
 
 
 _SHARED_NAMES = tuple(

@@ -90,3 +90,21 @@ def init_parameters(module, generator):
     for child in module.children():
         init_parameters(child, generator)
     return module
+
+
+def shared_seed(random_state):
+    """``random_state`` as every data-parallel rank will see it.
+
+    Under ``torch.distributed`` with ``random_state=None``, rank 0 draws the seed and
+    broadcasts it, so every rank starts from the same weights; otherwise the value is
+    returned unchanged.
+    """
+    from ._distributed import world
+
+    if random_state is not None or world()[1] == 1:
+        return random_state
+    seed = torch.tensor([int(np.random.SeedSequence().generate_state(1)[0])], dtype=torch.int64)
+    if torch.distributed.get_backend() == "nccl":
+        seed = seed.cuda()
+    torch.distributed.broadcast(seed, src=0)
+    return int(seed.item())

@@ -248,9 +248,8 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     def _split(self, tensors, data):
         """Validation data: fresh simulations, or a fraction of each kind of simulation."""
         if tensors["mode"] == "simulator":
-            return tensors, self._simulate(make_generator(self._validation_seed))
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
-        rng = np.random.RandomState(seed)
+            return tensors, self._simulate(make_generator(self._validation_seed()))
+        rng = np.random.RandomState(self._split_seed())
         train, val = dict(tensors), dict(tensors)
         # X and y are rows of the same simulations; derivatives go with their X_d.
         groups = [("X", "y"), ("derivatives", "X_d")]
@@ -302,18 +301,29 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             raise ValueError(f"n_summaries={n_summaries} must be at least n_params="
                              f"{self.n_params_}.")
         self.n_summaries_ = n_summaries
-        self._validation_seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
         if self.model is not None:
             return copy.deepcopy(self.model)
         return MLP(self.n_features_in_, self.hidden_layer_sizes, n_summaries, activation="silu")
 
+    def _keeps_module_initialisation(self):
+        return self.model is not None  # the user's module keeps the user's initialisation
+
     def _initialize(self, data):
-        super()._initialize(data)
+        state = super()._initialize(data)
         if self._delta is not None:
             self._delta = self._delta.to(self.device_, self._torch_dtype)
-        self.history_ = {key: [] for key in _RECORDS}
-        if self.early_stopping:
-            self.history_.update({f"val_{key}": [] for key in _RECORDS})
+        return state
+
+    def _validation_seed(self):
+        """Seed of the fixed fresh simulations that validate (simulator mode); one per fit,
+        kept in the training state."""
+        return self._split_seed()
+
+    def _publish(self, state):
+        super()._publish(state)
+        keys = list(_RECORDS) + ([f"val_{key}" for key in _RECORDS]
+                                 if self.early_stopping else [])
+        self.history_ = {key: state.history.setdefault(f"imnn:{key}", []) for key in keys}
 
     def _forward(self, X):
         inputs = X if self.input_shape is None else X.reshape(X.shape[0], *self.input_shape)
@@ -329,9 +339,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         self.module_.train()
         self.optimizer_.zero_grad(set_to_none=True)
         loss, record = self._step_loss(train)
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
-        self.optimizer_.step()
+        self._apply_step()
         for key in _RECORDS:
             self.history_[key].append(record[key])
         for hook in batch_hooks:
@@ -348,14 +356,14 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
 
     def _end_epoch(self, epoch, loss, val, start):
         logs = super()._end_epoch(epoch, loss, val, start)
-        if self.n_iter_ < self.min_epochs:
+        if logs is not None and self.n_iter_ < self.min_epochs:
             logs["stop"] = False
         return logs
 
-    def _fit_loop(self, train, val, n_epochs, **kwargs):
-        super()._fit_loop(train, val, n_epochs, **kwargs)
+    def _fit_loop(self, state, train, val, n_epochs, **kwargs):
+        super()._fit_loop(state, train, val, n_epochs, **kwargs)
         if train["mode"] == "simulator":  # the final statistics on one fixed fresh set
-            train = self._simulate(make_generator(self._validation_seed + 1))
+            train = self._simulate(make_generator(self._validation_seed() + 1))
         self._set_statistics(train)
 
     def _set_statistics(self, data):
@@ -518,8 +526,10 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             data = self._validate_fit_data(X, y, reset=False, derivatives=derivatives)
             self.theta_fid_ = np.asarray(data["theta"], dtype=np.float64)
             tensors = self._to_tensors(data)
+            state = self.training_state_
+            self._apply_hyperparameters(state, reset_stopping=True)
             val = self._split(tensors, data)[1] if self.early_stopping else None
-            self._fit_loop(tensors, val, self.max_epochs, incremental=False)
+            self._fit_loop(state, tensors, val, self.max_epochs, incremental=False)
         finally:
             self.warm_start = warm
         return self

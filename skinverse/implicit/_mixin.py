@@ -98,11 +98,10 @@ class _ImplicitMixin:
             backward=self.backward, backward_steps=self.backward_steps,
         )
 
-    def _initialize(self, data):
-        super()._initialize(data)
-        self.forward_iterations_ = []
-        self.backward_iterations_ = []
-        self.fraction_converged_ = []
+    def _history_attributes(self):
+        return {"forward_iterations_": "forward_iterations",
+                "backward_iterations_": "backward_iterations",
+                "fraction_converged_": "fraction_converged"}
 
     # ------------------------------------------------------------------ training steps
     def _validate_fit_data(self, X, y, **kwargs):
@@ -111,21 +110,22 @@ class _ImplicitMixin:
             data["index"] = np.arange(len(data["X"]))
         return data
 
-    def _fit_loop(self, train, val, n_epochs, **kwargs):
-        if self.reuse_equilibria:  # one start point per training sample, this call only
-            n = int(train["index"].max()) + 1 if len(train["index"]) else 0
-            if val is not None and len(val["index"]):
-                n = max(n, int(val["index"].max()) + 1)
-            self._equilibria = torch.zeros(n, self.hidden_size, dtype=self._torch_dtype,
-                                           device=self.device_)
-        try:
-            super()._fit_loop(train, val, n_epochs, **kwargs)
-        finally:
-            self._equilibria = None
+    def _begin_call(self, state, train, val, resumed):
+        """One equilibrium start point per training sample, kept in the state (so a resumed
+        fit starts its solves where the interrupted one would have); fresh each call."""
+        if not self.reuse_equilibria:
+            return
+        n = int(train["index"].max()) + 1 if len(train["index"]) else 0
+        if val is not None and len(val["index"]):
+            n = max(n, int(val["index"].max()) + 1)
+        cache = state.extra.get("equilibria")
+        if not resumed or cache is None or tuple(cache.shape) != (n, self.hidden_size):
+            state.extra["equilibria"] = torch.zeros(n, self.hidden_size,
+                                                    dtype=self._torch_dtype, device=self.device_)
 
     def _forward(self, X):
         index = getattr(self, "_batch_index", None)
-        cache = getattr(self, "_equilibria", None)
+        cache = self.training_state_.extra.get("equilibria") if index is not None else None
         if index is None or cache is None:
             out = self.module_(X)
         else:
@@ -154,11 +154,13 @@ class _ImplicitMixin:
         loss = super()._run_epoch(train, batch_hooks)
         forward = [s for kind, s in self.module_.stats if kind == "forward"]
         backward = [s for kind, s in self.module_.stats if kind == "backward"]
-        self.forward_iterations_.append(float(np.mean([s.iterations for s in forward])))
-        self.backward_iterations_.append(
+        history = self.training_state_.history
+        history["forward_iterations"].append(float(np.mean([s.iterations for s in forward])))
+        history["backward_iterations"].append(
             float(np.mean([s.iterations for s in backward])) if backward else 0.0
         )
-        self.fraction_converged_.append(float(np.mean([s.fraction_converged for s in forward])))
+        history["fraction_converged"].append(
+            float(np.mean([s.fraction_converged for s in forward])))
         self._warn_if_unconverged(forward + backward, "training")
         self.module_.stats.clear()
         return loss
@@ -178,6 +180,7 @@ class _ImplicitMixin:
     def _fit(self, X, y, **kwargs):
         self._solver_warned = False
         super()._fit(X, y, **kwargs)
+        self.training_state_.extra.pop("equilibria", None)  # this call's cache only
         self.module_.stats.clear()
         self.A_inf_norm_ = self.module_.a_inf_norm()
         return self

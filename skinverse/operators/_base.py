@@ -87,17 +87,32 @@ class LinearOperator:
         return self.adjoint(y - self.forward(x)) / noise_std**2
 
     def norm(self, n_iter=100, generator=None, device=None, dtype=torch.float32):
-        r"""Operator 2-norm :math:`\|A\|_2` by power iteration on :math:`A^H A`."""
-        x = torch.randn((1, *self.input_shape), generator=generator, dtype=dtype)
+        r"""Operator 2-norm :math:`\|A\|_2` by power iteration on :math:`A^H A`.
+
+        Without a ``generator`` the start vector comes from a fixed seed (the global RNG
+        is never touched) and the value is computed once and cached on the operator.
+        """
+        key = (int(n_iter), str(dtype))
+        cache = self.__dict__.setdefault("_cached_norms", {})
+        if generator is None and key in cache:
+            return cache[key]
+        draw = generator if generator is not None else torch.Generator().manual_seed(0)
+        x = torch.randn((1, *self.input_shape), generator=draw, dtype=dtype)
         if getattr(self, "complex_input", False):
-            imag = torch.randn((1, *self.input_shape), generator=generator, dtype=dtype)
+            imag = torch.randn((1, *self.input_shape), generator=draw, dtype=dtype)
             x = torch.complex(x, imag)
+        if device is None:  # where the operator's tensors live
+            held = [getattr(self, name) for name in self._tensors]
+            device = next((t.device for t in held if isinstance(t, torch.Tensor)), None)
         x = x.to(device)
         value = 0.0
-        for _ in range(n_iter):
-            x = x / x.norm()
-            x = self.normal(x)
-            value = float(x.norm())
+        with torch.no_grad():
+            for _ in range(n_iter):
+                x = x / x.norm()
+                x = self.normal(x)
+                value = float(x.norm())
+        if generator is None:
+            cache[key] = math.sqrt(value)
         return math.sqrt(value)
 
     def solve_normal(self, b, lam=0.0, x0=None, max_iter=50, tol=1e-6, **params):

@@ -10,7 +10,16 @@ from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _num_samples
 
-from .._base import BaseTorchEstimator, RegressorHead, fill_doc, shared_params, to_numpy
+from .._base import (
+    EMA,
+    BaseTorchEstimator,
+    RegressorHead,
+    WarmUp,
+    fill_doc,
+    make_generator,
+    shared_params,
+    to_numpy,
+)
 from ..nn import RecurrentConvNet, RecurrentDenseNet
 from ._module import LINKS, TRANSFORMS, RIMModule
 from ._physics import Physics, check_operator, check_score_sign, fit_linear_model
@@ -245,12 +254,13 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             )
         return obs_shape, signal_shape, net_shape
 
-    def _simulate(self, n):
+    def _simulate(self, n, generator=None):
         """Fresh (observation, signal) pairs from the prior and the operator."""
-        signals = torch.as_tensor(self.prior_sampler(n, self._generator))
+        generator = self._generator if generator is None else generator
+        signals = torch.as_tensor(self.prior_sampler(n, generator))
         signals = signals.to(dtype=self._torch_dtype).reshape(n, *self.operator_.input_shape)
         signals = signals.to(self.device_)
-        noise = torch.randn((n, *self.operator_.output_shape), generator=self._generator,
+        noise = torch.randn((n, *self.operator_.output_shape), generator=generator,
                             dtype=self._torch_dtype).to(self.device_)
         observations = self.operator_.forward(signals) + self.noise_std_ * noise
         return {"X": observations.reshape(n, -1), "y": signals.reshape(n, -1)}
@@ -361,14 +371,27 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         return module
 
     def _initialize(self, data):
-        super()._initialize(data)
+        state = super()._initialize(data)
         self._weights = self._weights.to(self.device_, self._torch_dtype)
-        self._optimizer_steps = 0
+        return state
+
+    def _method_components(self):
+        components = []
+        if self.warmup_steps:
+            components.append(WarmUp(self.warmup_steps))
+        if self.ema_decay is not None:
+            components.append(EMA(self.ema_decay))
+        return components
 
     def _to_tensors(self, data):
         if data.get("simulate"):
-            n = self.n_simulations
-            return self._simulate(n)
+            # The first set (validation split, best step) from its own seed, kept in the
+            # state: the training stream is the same whether or not the fit was resumed.
+            extra = self.training_state_.extra
+            if "simulation_seed" not in extra:
+                extra["simulation_seed"] = int(torch.randint(2**31 - 1, (1,),
+                                                             generator=self._generator))
+            return self._simulate(self.n_simulations, make_generator(extra["simulation_seed"]))
         return super()._to_tensors(data)
 
     # ------------------------------------------------------------------ training steps
@@ -389,41 +412,13 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             final = to_numpy(self._forward(val["X"], **self._split_extras(val))[:, -1])
         return r2_score(to_numpy(val["y"]), final)
 
-    def _train_step(self, batch, share=1.0):
-        factor = 1.0
-        if self.warmup_steps:
-            factor = min(1.0, (self._optimizer_steps + 1) / self.warmup_steps)
-        groups = self.optimizer_.param_groups
-        saved = [g["lr"] for g in groups]
-        for g in groups:
-            g["lr"] *= factor
-        try:
-            loss = super()._train_step(batch, share)
-        finally:
-            for g, lr in zip(groups, saved):
-                g["lr"] = lr
-        self._optimizer_steps += 1
-        if self._ema is not None:
-            self._ema.update_parameters(self.module_)
-        return loss
-
     def _run_epoch(self, train, batch_hooks):
         if getattr(self, "_simulating", False):  # fresh pairs every epoch
             train = self._simulate(self._n_rows(train))
         return super()._run_epoch(train, batch_hooks)
 
-    def _fit_loop(self, train, val, n_epochs, **kwargs):
-        self._ema = None
-        if self.ema_decay is not None:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self._ema = AveragedModel(
-                self.module_, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay)
-            )
-        super()._fit_loop(train, val, n_epochs, **kwargs)
-        if self._ema is not None:
-            self.module_.load_state_dict(self._ema.module.state_dict())
-        self._ema = None
+    def _fit_loop(self, state, train, val, n_epochs, **kwargs):
+        super()._fit_loop(state, train, val, n_epochs, **kwargs)
         self._choose_best_step(val if val is not None else train)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -522,8 +517,6 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
 
     def __getstate__(self):
         state = super().__getstate__()
-        for key in ("_ema",):
-            state.pop(key, None)
         if state.get("operator_") is not None and self.device_.type != "cpu":
             state["operator_"] = copy.deepcopy(self.operator_).to("cpu")
             state["physics_"] = Physics(state["operator_"], self.noise_std_, self.score_fn,

@@ -30,10 +30,13 @@ class Physics:
         if self.score_fn is not None:
             return self.score_fn(x, y, **extras)
         if self.energy_fn is not None:
+            # While training, x depends on the network: keep that graph (create_graph) so
+            # the loss differentiates through the score; otherwise a leaf suffices.
+            keep = torch.is_grad_enabled() and x.requires_grad
             with torch.enable_grad():
-                x = x.detach().requires_grad_(True)
+                x = x if keep else x.detach().requires_grad_(True)
                 energy = self.energy_fn(x, y, **extras).sum()
-                (grad,) = torch.autograd.grad(energy, x)
+                (grad,) = torch.autograd.grad(energy, x, create_graph=keep)
             return -grad
         return self.operator.score(x, y, self.noise_std)
 

@@ -254,7 +254,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         # Gradient steps of 1/||A||^2 are stable (the MRI operators have ||A|| <= 1).
         step = 1.0
         if self._real_data:
-            step = 1.0 / self.operator_.norm(n_iter=50, generator=self._generator) ** 2
+            step = 1.0 / self.operator_.norm(n_iter=50) ** 2
         module = UnrolledModule(self.method, denoisers, self.n_unrolls, self.lam,
                                 self.learn_lam, self.cg_max_iter, self.cg_tol, self.admm_iter,
                                 self.epsilon_, step)
@@ -282,9 +282,12 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return float(residual.abs().pow(2).reshape(len(images), -1).sum(dim=1).sqrt().mean())
 
     def _initialize(self, data):
-        super()._initialize(data)
+        state = super()._initialize(data)
         self.operator_.to(self.device_, self._torch_dtype)
-        self.cg_iters_ = []
+        return state
+
+    def _history_attributes(self):
+        return {"cg_iters_": "cg_iterations"}
 
     @staticmethod
     def _params(tensors):
@@ -311,7 +314,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         self.module_.cg_iterations.clear()
         loss = super()._run_epoch(train, batch_hooks)
         iterations = self.module_.cg_iterations
-        self.cg_iters_.append(float(np.mean(iterations)) if iterations else 0.0)
+        self.training_state_.history["cg_iterations"].append(
+            float(np.mean(iterations)) if iterations else 0.0)
         self.module_.cg_iterations.clear()
         self._monitor = train
         return loss
