@@ -38,6 +38,7 @@ setup(
         "scikit-learn>=1.6",
         "joblib>=1.2",
         "torch>=2.1",
+        "safetensors>=0.4",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["skinverse=skinverse.__main__:main"]},

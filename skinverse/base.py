@@ -5,6 +5,26 @@ Subclass :class:`BaseTorchEstimator` with a head (:class:`ClassifierHead` or
 does the rest.
 """
 
-from ._base import BaseTorchEstimator, ClassifierHead, RegressorHead
+from ._base import (
+    EMA,
+    BaseTorchEstimator,
+    BestWeights,
+    ClassifierHead,
+    Component,
+    DivergenceGuard,
+    RegressorHead,
+    TrainingState,
+    WarmUp,
+)
 
-__all__ = ["BaseTorchEstimator", "ClassifierHead", "RegressorHead"]
+__all__ = [
+    "EMA",
+    "BaseTorchEstimator",
+    "BestWeights",
+    "ClassifierHead",
+    "Component",
+    "DivergenceGuard",
+    "RegressorHead",
+    "TrainingState",
+    "WarmUp",
+]

@@ -40,6 +40,24 @@ def test_two_gloo_processes_match_single_process_training(tmp_path):
     assert result["estimator"].n_iter_ == single.n_iter_ == 6
 
 
+def test_ranks_start_from_the_same_weights_without_a_random_state(tmp_path):
+    """random_state=None: rank 0 draws the seed and broadcasts it, so the ranks' models
+    (trained on averaged gradients) stay identical."""
+    if not torch.distributed.is_available():
+        pytest.skip("this torch build has no torch.distributed")
+    out = tmp_path / "rank0.pkl"
+    params = {**PARAMS, "random_state": None, "max_epochs": 1}
+    torch.multiprocessing.spawn(
+        data_parallel_worker,
+        args=(2, f"file://{tmp_path / 'rendezvous'}", str(out), params),
+        nprocs=2,
+        join=True,
+    )
+    ranks = [pickle.loads((tmp_path / f"rank0.pkl.rank{r}").read_bytes()) for r in (0, 1)]
+    for key, value in ranks[0].items():
+        np.testing.assert_array_equal(value, ranks[1][key])
+
+
 def test_grid_search_on_a_dask_cluster_matches_n_jobs_1():
     distributed = pytest.importorskip("distributed", reason="the 'distributed' extra is missing")
     from joblib import parallel_backend

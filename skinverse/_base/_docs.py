@@ -32,11 +32,17 @@ SHARED_PARAMETERS = """\
     tol : float, default=1e-4
         Minimum improvement of the monitored quantity that counts.
     warm_start : bool, default=False
-        Reuse the fitted module and optimiser state and continue training on ``fit``.
+        Continue training on ``fit`` from the fitted weights and optimiser moments (up to
+        ``max_epochs`` more epochs), with the *current* ``learning_rate``, ``alpha``,
+        ``optimizer`` and ``lr_schedule`` (a changed rate or schedule restarts the
+        schedule). The stopping rule restarts with each call, as scikit-learn's.
     random_state : int, RandomState instance or None, default=None
         Seeds a local :class:`torch.Generator` used for initialisation, shuffling and the
         validation split; the global torch and numpy RNGs are never touched. The same
-        int gives bit-identical models on the CPU.
+        int gives bit-identical models on the CPU *with the same number of threads*
+        (``torch.get_num_threads()``: convolutions and reductions sum in another order
+        with another thread count). Under ``torch.distributed`` with ``None``, rank 0
+        draws the seed and every rank uses it.
     device : str, default='auto'
         ``'auto'`` (CUDA when available, else CPU), ``'cpu'``, ``'cuda'`` or
         ``'cuda:N'``.
@@ -51,9 +57,18 @@ SHARED_PARAMETERS = """\
     log_dir : str, path or None, default=None
         Write TensorBoard scalars here (requires the ``tensorboard`` package).
     checkpoint_dir : str, path or None, default=None
-        Save the training state here after every epoch. A later ``fit`` with the same
-        parameters and the same directory resumes from the saved epoch (up to
-        ``max_epochs`` epochs in all); a checkpoint of another configuration is an error.
+        Save the whole training state (weights, optimiser, scheduler, random stream,
+        validation split, counters, best and averaged weights, caches) after every epoch
+        of ``fit``, in a sub-directory named by a hash of the parameters and of the
+        training data (side data included). A later ``fit`` with the same parameters on
+        the same data resumes where it stopped and gives the model an uninterrupted fit
+        would have given (bit for bit on the CPU with the same thread count); a finished
+        fit is loaded, or continued when ``max_epochs`` was raised. Other parameters or
+        other data (e.g. each fold of a search) train afresh in a sub-directory of their
+        own. Files are safetensors + JSON (loading runs no code) with a SHA-256 digest: a
+        damaged file raises :class:`~skinverse.exceptions.CheckpointError`. Parameters
+        must identify themselves in any process: a lambda or local function is refused.
+        ``partial_fit`` and warm-started calls train in memory and do not checkpoint.
 """
 
 SHARED_ATTRIBUTES = """\
@@ -63,6 +78,13 @@ SHARED_ATTRIBUTES = """\
         The device the module lives on.
     optimizer_ : torch.optim.Optimizer
         The optimiser, with its state (used by ``warm_start`` and ``partial_fit``).
+    training_state_ : skinverse.base.TrainingState
+        Everything the fit carries between epochs; ``training_state_.state_dict()`` is
+        exactly what a checkpoint holds. Which weights ``fit`` returns is decided by
+        :meth:`~skinverse.base.TrainingState.final_weights`: the best validation epoch's
+        with ``early_stopping``; after an interrupt, the last completed epoch's; after a
+        non-finite loss, the last weights the loss vouched for (an error when none);
+        otherwise the last epoch's (the exponential average where the estimator has one).
     n_iter_ : int
         Number of epochs run over the estimator's life.
     t_ : int

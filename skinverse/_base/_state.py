@@ -14,7 +14,8 @@ The components, in the order they act (this order is the contract):
 2. the optimiser step;
 3. :class:`EMA` updates the shadow weights after each step;
 4. at the end of each epoch, :class:`DivergenceGuard` checks the loss: a non-finite loss
-   ends training; a loss below every earlier one keeps a copy of the *candidate* weights;
+   ends training; a finite one vouches for the weights the epoch started from when it is
+   a new low, and the epoch's own candidate weights are kept as the last completed ones;
 5. the validation score is computed on the candidate weights and :class:`BestWeights`
    keeps the best of them;
 6. the stopping rule and the scheduler step; then the callbacks; then the checkpoint.
@@ -115,32 +116,45 @@ class EMA(Component):
 
 
 class DivergenceGuard(Component):
-    """Keeps the candidate weights of the last epoch whose loss was finite and lower than
-    every earlier epoch's of this call (the weights at the start of the call count as
-    epoch ``start_epoch``)."""
+    """Keeps the last weights whose loss was finite and lower than every earlier loss of
+    the call, and the weights of the last completed epoch.
+
+    An epoch's loss is measured while its steps move the weights away from where the
+    epoch started, so the weights *ending* epoch ``k`` are vouched for by the loss of
+    epoch ``k + 1``: they become the guard's ``weights`` once that loss is finite and a
+    new low. Weights that ended an epoch just before a blow-up (finite but huge) are
+    therefore never returned. The weights a warm-started call begins from count as
+    trained; a fresh initialisation does not.
+    """
 
     name = "guard"
 
     def __init__(self):
         self.best_loss, self.weights, self.epoch, self.trained = math.inf, None, 0, False
+        self.pending, self.pending_epoch = None, 0
 
     def begin_call(self, state):
         self.best_loss, self.epoch = math.inf, state.n_iter
-        self.weights = _clone(state.candidate())
-        self.trained = state.n_iter > 0  # warm-start: the starting weights were fitted
+        self.pending, self.pending_epoch = _clone(state.candidate()), state.n_iter
+        self.trained = state.n_iter > 0  # warm start: the starting weights were fitted
+        self.weights = self.pending
 
     def record(self, state, loss):
+        """After a finite epoch ``state.n_iter`` with mean ``loss``."""
         if loss < self.best_loss:
-            self.best_loss, self.epoch, self.trained = loss, state.n_iter, True
-            self.weights = _clone(state.candidate())
+            self.best_loss, self.weights, self.epoch = loss, self.pending, self.pending_epoch
+            self.trained = self.trained or self.pending_epoch > 0
+        self.pending, self.pending_epoch = _clone(state.candidate()), state.n_iter
 
     def state_dict(self):
         return {"best_loss": self.best_loss, "weights": self.weights, "epoch": self.epoch,
-                "trained": self.trained}
+                "trained": self.trained, "pending": self.pending,
+                "pending_epoch": self.pending_epoch}
 
     def load_state_dict(self, state_dict):
         self.best_loss, self.weights = float(state_dict["best_loss"]), state_dict["weights"]
         self.epoch, self.trained = int(state_dict["epoch"]), bool(state_dict["trained"])
+        self.pending, self.pending_epoch = state_dict["pending"], int(state_dict["pending_epoch"])
 
 
 class BestWeights(Component):
@@ -211,21 +225,23 @@ class TrainingState:
         """The weights ``fit`` returns -- the one rule:
 
         1. with a validation set, the candidate of the best-scoring epoch;
-        2. after a non-finite loss or an interrupt, the candidate of the last epoch that
-           lowered the training loss (after an interrupt before any such epoch: the
-           weights the call started from); after a non-finite loss with no such epoch,
+        2. after an interrupt, the candidate of the last completed epoch (the weights the
+           call started from if none completed);
+        3. after a non-finite loss, the last trained weights whose loss was finite and a
+           new low (see :class:`DivergenceGuard`); with none,
            :class:`~skinverse.exceptions.TrainingDivergedError`;
-        3. otherwise the candidate of the last epoch.
+        4. otherwise the candidate of the last epoch.
         """
-        best = self.component("best")
+        best, guard = self.component("best"), self.component("guard")
         if best is not None and best.weights is not None:
             return best.weights
-        if self.stop_reason in ("diverged", "interrupted"):
-            guard = self.component("guard")
-            if self.stop_reason == "diverged" and not guard.trained:
+        if self.stop_reason == "interrupted":
+            return guard.pending
+        if self.stop_reason == "diverged":
+            if not guard.trained:
                 raise TrainingDivergedError(
                     f"Training diverged (non-finite loss) at epoch {self.n_iter + 1} before "
-                    "any epoch lowered the loss: there are no trained weights to return. "
+                    "the loss vouched for any trained weights: there is no model to return. "
                     "Lower learning_rate, set grad_clip, or check the data's scale."
                 )
             return guard.weights

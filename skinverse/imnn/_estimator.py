@@ -338,13 +338,22 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             train = self._simulate(self._generator)
         self.module_.train()
         self.optimizer_.zero_grad(set_to_none=True)
-        loss, record = self._step_loss(train)
+        try:
+            loss, record = self._step_loss(train)
+        except ValueError:
+            if self._summaries_finite(train):
+                raise
+            return float("nan")  # the network diverged: the lifecycle restores and stops
         self._apply_step()
         for key in _RECORDS:
             self.history_[key].append(record[key])
         for hook in batch_hooks:
             hook.on_batch_end(self, 0, loss)
         return float(loss)
+
+    def _summaries_finite(self, data):
+        with torch.no_grad():
+            return bool(torch.isfinite(self._forward(data["X"][:256])).all())
 
     def _validation_score(self, val):
         with torch.no_grad():

@@ -81,5 +81,7 @@ def data_parallel_worker(rank, world_size, init_method, out_path, params):
         if rank == 0:
             with open(out_path, "wb") as handle:
                 pickle.dump({"loss_curve": est.loss_curve_, "estimator": est}, handle)
+        with open(f"{out_path}.rank{rank}", "wb") as handle:  # every rank's weights
+            pickle.dump({k: v.numpy() for k, v in est.module_.state_dict().items()}, handle)
     finally:
         torch.distributed.destroy_process_group()
