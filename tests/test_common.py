@@ -15,7 +15,10 @@ from skinverse.utils._testing import TorchMLPClassifier, TorchMLPRegressor
 # SKINVERSE_TEST_DEVICE=cuda runs the checks on a GPU (the default CPU is what CI has).
 FAST = {"max_epochs": 50, "device": os.environ.get("SKINVERSE_TEST_DEVICE", "cpu")}
 FAST_BY_NAME = {
-    "UnrolledRegressor": {"width": 4, "depth": 1, "n_unrolls": 2, "max_epochs": 20},
+    # Generic (X, y) data has no MRI physics: the least-squares operator is the one that
+    # applies (without it the estimator refuses, asking for a forward model).
+    "UnrolledRegressor": {"width": 4, "depth": 1, "n_unrolls": 2, "max_epochs": 20,
+                          "operator": "lstsq"},
 }
 
 # Checks that cannot apply, with the reason.

@@ -1,5 +1,6 @@
 """Data generators and loaders that work offline."""
 
+from ._container import MultiCoilData
 from ._fisher_problems import (
     FisherProblem,
     gaussian_mean_problem,
@@ -19,6 +20,7 @@ from ._signals import load_sample_patches, make_gaussian_signals, squared_expone
 
 __all__ = [
     "FisherProblem",
+    "MultiCoilData",
     "gaussian_mean_problem",
     "gaussian_mean_variance_problem",
     "gaussian_variance_problem",

@@ -156,7 +156,7 @@ def make_poisson_disc_mask(shape, acceleration=4, *, center_fraction=0.08, rando
 
 
 def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="cartesian",
-                  random_state=None):
+                  random_state=None, as_container=False):
     r"""Simulate multi-coil k-space of ``images`` with per-image coil maps and masks.
 
     :math:`y_c = M \odot F(S_c x) + \sigma (\epsilon_r + i \epsilon_i)` on the sampled
@@ -170,6 +170,10 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     noise_std : float, default=0.01
     mask : {'cartesian', 'poisson'}, default='cartesian'
     random_state : int, RandomState instance or None, default=None
+    as_container : bool, default=False
+        Return ``(data, images)``: a :class:`MultiCoilData` (complex k-space, maps and
+        masks of shape (n, n_coils, H, W) and (n, H, W)) and the complex images (n, H, W),
+        the shapes users have; the default is the flattened real layout below.
 
     Returns
     -------
@@ -189,6 +193,7 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     ((2, 2048), (2, 512), (2, 2, 4, 16, 16), (2, 16, 16))
     """
     from ..operators import MultiCoilMRI
+    from ._container import MultiCoilData
 
     rng = check_random_state(random_state)
     images = np.asarray(images)
@@ -203,6 +208,8 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     kspace = op.forward(x, maps=torch.as_tensor(maps), mask=torch.as_tensor(masks)).numpy()
     noise = noise_std * (rng.normal(size=kspace.shape) + 1j * rng.normal(size=kspace.shape))
     kspace = kspace + noise * masks[:, None]
+    if as_container:
+        return MultiCoilData(kspace, maps, masks), x.numpy()
     X = np.stack([kspace.real, kspace.imag], axis=1).reshape(n, -1)
     y = np.stack([x.numpy().real, x.numpy().imag], axis=1).reshape(n, -1)
     return X, y, np.stack([maps.real, maps.imag], axis=1), masks

@@ -18,6 +18,7 @@ from .._base import (
     shared_params,
     to_numpy,
 )
+from ..datasets._container import MultiCoilData, flat_to_images, images_to_flat
 from ..metrics import psnr, ssim
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MatrixOperator, MultiCoilMRI
@@ -34,6 +35,20 @@ def _complex(real, shape):
 
 def _real(z):
     return torch.stack([z.real, z.imag], dim=1).reshape(z.shape[0], -1)
+
+
+def _weighted_psnr(peak, mse, sample_weight):
+    """Weighted mean of per-sample ``10 log10(peak^2 / mse)``."""
+    peak = np.maximum(np.asarray(peak, dtype=np.float64), 1e-12)
+    mse = np.maximum(np.asarray(mse, dtype=np.float64), 1e-30 * peak**2)
+    return float(np.average(10 * np.log10(peak**2 / mse), weights=sample_weight))
+
+
+def _psnr_real(truth, pred, sample_weight):
+    """One PSNR over the set: the range of ``y`` against the weighted mean squared error."""
+    truth, pred = truth.reshape(len(truth), -1), pred.reshape(len(truth), -1)
+    mse = np.average(((pred - truth) ** 2).mean(axis=1), weights=sample_weight)
+    return _weighted_psnr([truth.max() - truth.min()], [mse], None)
 
 
 def _magnitudes(flat, image_shape):
@@ -57,34 +72,52 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     'dbp' (Deep Basis Pursuit: :math:`\min \|x - D(x_k)\|` s.t.
     :math:`\|Ax - y\| \le \epsilon` by ADMM) and 'resnet' (:math:`D(A^H y)`).
 
-    With no operator, maps or masks, the estimator treats ``X`` and ``y`` as real
-    measurements and signals, learns a linear forward model :math:`X \approx y A^\top`
-    by least squares, and reconstructs ``y`` with 1-D "images" -- so it works on any
-    regression data (and in scikit-learn's common checks).
+    MRI data come in either of two layouts:
 
-    MRI data layout (complex values as real arrays, real part first): ``X`` is k-space of shape
-    (n, 2 * n_coils * H * W), the flattening of (n, 2, n_coils, H, W); ``y`` are images
-    (n, 2 * H * W). Per-sample coil ``maps`` (n, 2, n_coils, H, W) and sampling ``masks``
-    (n, H, W) are ``fit``/``predict`` keyword arguments, routed as metadata
-    (``set_fit_request(maps=True, masks=True)``), so one model serves other masks and
-    accelerations. :func:`skinverse.datasets.make_mri_data` produces this layout.
+    * as users have them: a :class:`~skinverse.datasets.MultiCoilData` ``X`` (complex
+      k-space and coil maps (n, n_coils, H, W), masks (n, H, W)) and complex images ``y``
+      (n, H, W). Maps and masks travel inside ``X``, so ``cross_val_score``,
+      ``GridSearchCV`` and ``Pipeline`` split them with the samples and need no routing;
+      ``predict`` then returns complex images (n, H, W);
+    * flattened real arrays (real part first): k-space ``X`` (n, 2 * n_coils * H * W),
+      images ``y`` (n, 2 * H * W), with per-sample ``maps`` (n, 2, n_coils, H, W) and
+      ``masks`` (n, H, W) as ``fit``/``predict`` keyword arguments, routed as metadata
+      (``set_fit_request(maps=True, masks=True)``).
+
+    :func:`skinverse.datasets.make_mri_data` produces both. Without an operator, maps or
+    masks the estimator has no forward model and says so; ``operator='lstsq'`` instead
+    treats ``X`` and ``y`` as real measurements and signals, learns a linear forward model
+    :math:`X \approx y A^\top` by least squares and reconstructs ``y`` with 1-D "images".
 
     Parameters
     ----------
-    operator : LinearOperator or None, default=None
+    operator : LinearOperator, 'lstsq' or None, default=None
         The forward model; ``None`` is :class:`~skinverse.operators.MultiCoilMRI` with the
-        per-sample maps and masks. A given operator may still take per-sample ``masks``
-        (e.g. :class:`~skinverse.operators.SubsampledFourier` without a fixed mask).
+        per-sample maps and masks (an error without them). A given operator may still take
+        per-sample ``masks`` (e.g. :class:`~skinverse.operators.SubsampledFourier` without
+        a fixed mask). ``'lstsq'``: a dense operator fitted by least squares to real
+        ``(X, y)`` pairs (generic regression data; no maps or masks).
     method : {'modl', 'cg-sense', 'dbp', 'pgd', 'resnet'}, default='modl'
+        The reconstruction (formulas above): MoDL alternates the denoiser with an exact
+        data-consistency solve; CG-SENSE is the classical baseline (only :math:`\lambda`
+        is learned); 'dbp' constrains the data error to the noise radius; 'pgd' takes
+        gradient steps of :math:`1/\|A\|^2` between denoisers; 'resnet' denoises the
+        adjoint image once, with no physics after it.
     denoiser : {'resnet', 'dncnn', 'unet'}, default='resnet'
+        The network :math:`D_\theta` (real and imaginary parts as two channels): residual
+        blocks, DnCNN (a plain convolution stack predicting the noise) or a U-Net.
     n_unrolls : int, default=5
+        Iterations of the unrolled scheme (denoiser + data consistency).
     share_weights : bool, default=True
         One denoiser for every unroll (MoDL) or one per unroll.
     lam : float, default=0.05
         Initial :math:`\lambda` (data-consistency weight; ADMM penalty for 'dbp').
     learn_lam : bool, default=True
+        Learn :math:`\lambda` with the network (kept positive); ``False`` keeps ``lam``.
     cg_max_iter : int, default=10
+        Conjugate-gradient iterations per data-consistency solve (at most).
     cg_tol : float, default=1e-6
+        Relative residual at which a sample's conjugate gradients stop.
     admm_iter : int, default=5
         ADMM iterations per unroll ('dbp').
     width : int, default=32
@@ -128,7 +161,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
-        "operator": [None, HasMethods(["forward", "adjoint"])],
+        "operator": [None, StrOptions({"lstsq"}), HasMethods(["forward", "adjoint"])],
         "method": [StrOptions({"modl", "cg-sense", "dbp", "pgd", "resnet"})],
         "denoiser": [StrOptions(set(_DENOISERS))],
         "n_unrolls": [Interval(Integral, 1, None, closed="left")],
@@ -188,8 +221,18 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
                 raise ValueError("a mask has no samples: every mask must sample k-space.")
             side["masks"] = masks
         op = self.operator
+        if isinstance(op, str):  # 'lstsq': real data with a learned linear operator
+            if maps is not None or masks is not None:
+                raise ValueError("operator='lstsq' learns a dense linear model of real data; "
+                                 "it takes no maps or masks.")
+            return side, None, None
         if op is None and maps is None and masks is None:
-            return side, None, None  # real data with a learned linear operator
+            raise ValueError(
+                "UnrolledRegressor needs a forward model: pass multi-coil MRI data as a "
+                "skinverse.datasets.MultiCoilData (k-space, maps and masks together), or "
+                "maps=(n, 2, n_coils, H, W) and masks=(n, H, W) with flattened k-space, or "
+                "an operator=...; operator='lstsq' learns a dense linear model of real "
+                "(X, y) pairs instead.")
         if op is None:
             if maps is None or masks is None:
                 raise ValueError("Without an operator, multi-coil MRI needs maps=(n, 2, "
@@ -325,10 +368,13 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             pred = to_numpy(self._forward(val["X"], val.get("maps"), val.get("masks")))
         return self._psnr(to_numpy(val["y"]), pred)
 
-    def _psnr(self, truth, pred):
+    def _psnr(self, truth, pred, sample_weight=None):
+        """PSNR of :meth:`score` (the docstring there gives the formula)."""
         if self._real_data:
-            return psnr(truth.reshape(len(truth), -1), pred.reshape(len(pred), -1))
-        return psnr(_magnitudes(truth, self.image_shape_), _magnitudes(pred, self.image_shape_))
+            return _psnr_real(truth, np.asarray(pred, dtype=np.float64), sample_weight)
+        ref = _magnitudes(truth, self.image_shape_)
+        est = _magnitudes(pred, self.image_shape_)
+        return _weighted_psnr(ref.max(axis=1), ((est - ref) ** 2).mean(axis=1), sample_weight)
 
     def _fit(self, X, y, **kwargs):
         super()._fit(X, y, **kwargs)
@@ -337,22 +383,38 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return self
 
     # ------------------------------------------------------------------ public API
+    @staticmethod
+    def _unpack(X, y, maps, masks):
+        """A :class:`MultiCoilData` ``X`` (and complex images ``y``) -> the flat layout."""
+        if not isinstance(X, MultiCoilData):
+            return X, y, maps, masks
+        if maps is not None or masks is not None:
+            raise ValueError("X is a MultiCoilData, which carries its own maps and masks; "
+                             "do not pass maps= or masks= as well.")
+        X, maps, masks = X.flat()
+        if y is not None and np.ndim(y) == 3:  # images (n, H, W), complex or real
+            y = images_to_flat(y)
+        return X, y, maps, masks
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, maps=None, masks=None, sample_weight=None):
         """Train on k-space ``X`` and images ``y``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2 * n_coils * H * W)
-        y : array-like of shape (n_samples, 2 * H * W)
+        X : MultiCoilData or array-like of shape (n_samples, 2 * n_coils * H * W)
+        y : array-like of shape (n_samples, H, W) (complex) or (n_samples, 2 * H * W)
         maps : array-like of shape (n_samples, 2, n_coils, H, W), default=None
+            With flattened ``X`` only.
         masks : array-like of shape (n_samples, H, W), default=None
+            With flattened ``X`` only.
         sample_weight : array-like of shape (n_samples,), default=None
 
         Returns
         -------
         self : object
         """
+        X, y, maps, masks = self._unpack(X, y, maps, masks)
         return self._fit(X, y, incremental=False, maps=maps, masks=masks,
                          sample_weight=sample_weight)
 
@@ -361,36 +423,54 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2 * n_coils * H * W)
+        X : MultiCoilData or array-like of shape (n_samples, 2 * n_coils * H * W)
         maps : array-like of shape (n_samples, 2, n_coils, H, W), default=None
         masks : array-like of shape (n_samples, H, W), default=None
 
         Returns
         -------
-        images : ndarray of shape (n_samples, 2 * H * W)
-            Real and imaginary parts, in the float dtype of ``X``.
+        images : ndarray of shape (n_samples, H, W) or (n_samples, 2 * H * W)
+            Complex images for a :class:`MultiCoilData`; otherwise real and imaginary
+            parts, in the float dtype of ``X``.
         """
         check_is_fitted(self)
+        container = isinstance(X, MultiCoilData)
+        X, _, maps, masks = self._unpack(X, None, maps, masks)
         side, _, _ = self._side_information(_num_samples(X), maps, masks, reset=False)
         outputs, dtype = self._predict_outputs(X, side)
         self.module_.cg_iterations.clear()
         pred = to_numpy(outputs, dtype)
+        if container:
+            return flat_to_images(pred, self.image_shape_)
         return pred.ravel() if self._real_data and self._y_is_1d else pred
 
     def score(self, X, y, maps=None, masks=None, sample_weight=None):
-        """Mean PSNR (dB) of the magnitude images, each against its own maximum.
+        r"""Mean PSNR in dB of the reconstructions (higher is better, unbounded).
+
+        For MRI data, on magnitude images against each reference's peak:
+
+        .. math::
+
+            \mathrm{PSNR}_i = 10 \log_{10} rac{\max_j |x_{ij}|^2}
+            {rac1d \sum_j (|\hat x_{ij}| - |x_{ij}|)^2},
+
+        averaged over samples with ``sample_weight``. For real data
+        (``operator='lstsq'``), one PSNR over the set: the range of ``y`` (its maximum
+        minus its minimum over all samples and outputs) against the ``sample_weight``-ed
+        mean squared error.
 
         Parameters
         ----------
         X, y, maps, masks : as in :meth:`fit`
-        sample_weight : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
 
         Returns
         -------
         score : float
         """
+        X, y, maps, masks = self._unpack(X, y, maps, masks)
         pred = self.predict(X, maps=maps, masks=masks)
-        return self._psnr(np.asarray(y, dtype=np.float64), pred)
+        return self._psnr(np.asarray(y, dtype=np.float64), pred, sample_weight)
 
     def _log_to_tensorboard(self, writer, epoch):
         """lam, CG iterations and image panels of one training example."""

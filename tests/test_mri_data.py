@@ -1,0 +1,107 @@
+"""MRI data in the shapes users have (MultiCoilData) through the model-selection tools,
+and UnrolledRegressor.score against hand computations."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+
+from skinverse.datasets import MultiCoilData, make_mri_data, make_phantoms
+from skinverse.unrolled import UnrolledRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def acquisitions():
+    return make_mri_data(make_phantoms(12, 12, random_state=0), n_coils=2, acceleration=2,
+                         noise_std=0.01, random_state=0, as_container=True)
+
+
+def _sense(**params):
+    return UnrolledRegressor(method="cg-sense", cg_max_iter=20, max_epochs=2, random_state=0,
+                             **params)
+
+
+def test_container_round_trips_the_flat_layout(acquisitions):
+    data, images = acquisitions
+    flat = make_mri_data(make_phantoms(12, 12, random_state=0), n_coils=2, acceleration=2,
+                         noise_std=0.01, random_state=0)
+    X, maps, masks = data.flat()
+    np.testing.assert_allclose(X, flat[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(maps, flat[2], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(masks, flat[3])
+    back = MultiCoilData.from_flat(X, maps, masks)
+    np.testing.assert_array_equal(back.kspace, data.kspace)
+    assert data[[1, 3]].shape == (2, 2, 12, 12) and len(data[2:5]) == 3
+    np.testing.assert_array_equal(data[np.array([4, 0]), ...].masks, data.masks[[4, 0]])
+
+
+def test_container_fits_like_the_flat_layout(acquisitions):
+    data, images = acquisitions
+    X, maps, masks = data.flat()
+    from skinverse.datasets._container import images_to_flat
+
+    flat = _sense().fit(X, images_to_flat(images), maps=maps, masks=masks)
+    boxed = _sense().fit(data, images)
+    pred = boxed.predict(data)
+    assert pred.shape == images.shape and np.iscomplexobj(pred)
+    np.testing.assert_allclose(pred.real, flat.predict(X, maps=maps, masks=masks)[:, :144]
+                               .reshape(12, 12, 12), rtol=1e-6, atol=1e-7)
+
+
+def test_cross_val_score_with_a_container_equals_a_manual_loop(acquisitions):
+    data, images = acquisitions
+    cv = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(_sense(), data, images, cv=cv)
+    manual = [_sense().fit(data[train], images[train]).score(data[test], images[test])
+              for train, test in cv.split(images)]
+    assert np.all(np.isfinite(scores))
+    np.testing.assert_allclose(scores, manual, rtol=1e-12)
+
+
+def test_grid_search_and_pipeline_take_a_container(acquisitions):
+    data, images = acquisitions
+    search = GridSearchCV(_sense(learn_lam=False), {"lam": [1e-3, 10.0]}, cv=3)
+    search.fit(data, images)
+    assert search.best_params_ == {"lam": 1e-3}  # less regularisation: noise-light data
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    pipe = make_pipeline(_sense()).fit(data, images)
+    np.testing.assert_array_equal(pipe.predict(data), _sense().fit(data, images).predict(data))
+
+
+def test_maps_twice_and_no_forward_model_are_clear_errors(acquisitions):
+    data, images = acquisitions
+    X, maps, masks = data.flat()
+    with pytest.raises(ValueError, match="carries its own maps"):
+        _sense().fit(data, images, maps=maps)
+    with pytest.raises(ValueError, match="needs a forward model"):
+        _sense().fit(X, images.reshape(12, -1).real)
+    with pytest.raises(ValueError, match="NaN"):
+        MultiCoilData(data.kspace, np.where(data.maps == data.maps[0, 0, 0, 0], np.nan,
+                                            data.maps), data.masks)
+
+
+def test_score_is_the_documented_psnr(acquisitions):
+    data, images = acquisitions
+    est = _sense().fit(data, images)
+    pred = est.predict(data)
+    truth, guess = np.abs(images).reshape(12, -1), np.abs(pred).reshape(12, -1)
+    per_image = 10 * np.log10(truth.max(axis=1) ** 2 / ((guess - truth) ** 2).mean(axis=1))
+    assert est.score(data, images) == pytest.approx(per_image.mean(), rel=1e-9)
+    weights = np.r_[3.0, 1.0, np.zeros(10)]
+    assert est.score(data, images, sample_weight=weights) == pytest.approx(
+        (3 * per_image[0] + per_image[1]) / 4, rel=1e-9)
+    assert 15 < per_image.mean() < 60  # a decent reconstruction scores like one
+
+
+def test_real_data_score_uses_the_range_of_y():
+    rng = np.random.RandomState(0)
+    y = rng.normal(size=(80, 3))
+    A = rng.normal(size=(5, 3))
+    X = y @ A.T + 0.01 * rng.normal(size=(80, 5))
+    est = UnrolledRegressor(operator="lstsq", method="cg-sense", max_epochs=1,
+                            random_state=0).fit(X, y)
+    mse = ((est.predict(X) - y) ** 2).mean()
+    expected = 10 * np.log10((y.max() - y.min()) ** 2 / mse)
+    assert est.score(X, y) == pytest.approx(expected, rel=1e-9)
