@@ -8,6 +8,7 @@ __all__ = [
     "DivergenceWarning",
     "EquilibriumConvergenceWarning",
     "NotFittedError",
+    "PhysicsMismatchWarning",
     "TrainingDivergedError",
     "TrainingInterruptedWarning",
 ]
@@ -40,3 +41,8 @@ class TrainingDivergedError(FloatingPointError):
 
 class CheckpointError(ValueError):
     """A checkpoint file is damaged, foreign, or was written by another configuration."""
+
+
+class PhysicsMismatchWarning(UserWarning):
+    """The training pairs do not fit the forward model given (``X`` far from ``A(y)``
+    in units of ``noise_std``): usually ``X`` was rescaled before the estimator."""

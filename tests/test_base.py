@@ -361,3 +361,27 @@ def test_integer_regression_targets_train_as_floats(regression_data):
     as_int = TorchMLPRegressor(max_epochs=2, random_state=0).fit(X, y)
     as_float = TorchMLPRegressor(max_epochs=2, random_state=0).fit(X, y.astype(float))
     np.testing.assert_array_equal(as_int.predict(X), as_float.predict(X))
+
+
+def test_progress_without_tqdm_still_shows(monkeypatch, regression_data, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    X, y = regression_data
+    TorchMLPRegressor(max_epochs=2, batch_size=30, verbose=2, random_state=0).fit(X, y)
+    err = capsys.readouterr().err.splitlines()
+    # 300 samples in batches of 30: 10 batches, a line each, per epoch
+    assert [line.strip() for line in err if "batch" in line][:3] == [
+        "epoch 1: batch 1/10", "epoch 1: batch 2/10", "epoch 1: batch 3/10"]
+    assert sum("batch" in line for line in err) == 20
+
+
+def test_one_step_epochs_print_about_fifty_lines(capsys):
+    from skinverse.datasets import gaussian_mean_problem
+    from skinverse.imnn import IMNNTransformer
+
+    problem = gaussian_mean_problem(n_data=4)
+    IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid, n_s=32, n_d=32,
+                    hidden_layer_sizes=(4,), max_epochs=200, n_iter_no_change=10**6,
+                    verbose=1, random_state=0).fit()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch")]
+    assert [int(ln.split()[1]) for ln in lines] == [1] + list(range(4, 201, 4))

@@ -3,6 +3,8 @@ least-squares forward model, autograd of an energy, the EMA formula."""
 
 import pickle
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -276,3 +278,35 @@ def test_physics_params_route_through_grid_search():
             observed, signals, physics_params=physics)
     assert search.best_params_["n_steps"] in (1, 2)
     assert 60 in seen and 30 in seen  # split with the folds: 60 to fit, 30 to score
+
+
+# ---------------------------------------------------------------- guard rails
+def test_a_scaler_before_the_rim_is_flagged():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skinverse.exceptions import PhysicsMismatchWarning
+
+    observed, signals, blur = _deblurring(60)
+    params = dict(operator=blur, noise_std=0.05, n_steps=2, max_epochs=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PhysicsMismatchWarning)
+        RIMRegressor(**params).fit(observed, signals)  # X in the operator's units: silent
+    with pytest.warns(PhysicsMismatchWarning, match="StandardScaler"):
+        make_pipeline(StandardScaler(), RIMRegressor(**params)).fit(observed, signals)
+
+
+def test_operator_shapes_must_agree_with_input_shape():
+    rng = np.random.RandomState(0)
+    mask = (rng.uniform(size=(6, 5)) > 0.3).astype(float)
+    signals = rng.normal(size=(20, 30))
+    observed = signals * mask.ravel()
+    op = Inpainting(mask)
+    with pytest.raises(ValueError, match=r"pass input_shape=\(6, 5\)"):
+        RIMRegressor(operator=op, noise_std=0.1, max_epochs=1).fit(observed, signals)
+    with pytest.raises(ValueError, match="disagrees with the operator"):
+        RIMRegressor(operator=op, noise_std=0.1, input_shape=(5, 6), max_epochs=1).fit(
+            observed, signals)
+    gru = RIMRegressor(operator=op, noise_std=0.1, backbone="gru", n_steps=2, max_epochs=1,
+                       random_state=0).fit(observed, signals)  # asked for: flat vectors
+    assert gru.predict(observed).shape == signals.shape

@@ -47,13 +47,22 @@ class Callback:
 
 
 class EpochPrinter(Callback):
-    """One line per epoch: loss, validation score and seconds (``verbose >= 1``)."""
+    """One line per epoch: loss, validation score and seconds (``verbose >= 1``).
 
-    def __init__(self, stream=None):
-        self.stream = stream
+    Estimators whose epochs are single optimiser steps (the IMNN) print every
+    ``max_epochs // 50``-th epoch instead (and the first and the last), so a long fit
+    shows steady progress in about 50 lines.
+    """
+
+    def __init__(self, stream=None, every=1):
+        self.stream, self.every = stream, max(1, int(every))
 
     def on_epoch_end(self, estimator, logs):
-        line = f"epoch {logs['epoch']:4d}  loss {logs['loss']:.6g}"
+        epoch = logs["epoch"]
+        last = logs["stop"] or epoch >= getattr(estimator, "max_epochs", epoch)
+        if self.every > 1 and epoch != 1 and epoch % self.every and not last:
+            return
+        line = f"epoch {epoch:4d}  loss {logs['loss']:.6g}"
         if logs["validation_score"] is not None:
             line += f"  validation score {logs['validation_score']:.6g}"
         line += f"  {logs['seconds']:.2f}s"
@@ -61,25 +70,29 @@ class EpochPrinter(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm progress bar over the batches of each epoch (``verbose >= 2``).
+    """Progress over the batches of each epoch (``verbose >= 2``): a tqdm bar, or without
+    tqdm a plain line every tenth of the epoch."""
 
-    Falls back to nothing when tqdm is not installed.
-    """
-
-    def __init__(self, n_batches):
-        self.n_batches = n_batches
-        self._bar = None
+    def __init__(self, n_batches, stream=None):
+        self.n_batches, self.stream = n_batches, stream
+        self._bar, self._epoch = None, 0
 
     def on_epoch_begin(self, estimator, epoch):
+        self._epoch = epoch
         try:
             from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover - tqdm is optional
+        except ImportError:
             return
         self._bar = tqdm(total=self.n_batches, desc=f"epoch {epoch}", leave=False)
 
     def on_batch_end(self, estimator, batch_index, loss):
         if self._bar is not None:
             self._bar.update(1)
+            return
+        done, step = batch_index + 1, max(1, self.n_batches // 10)
+        if done % step == 0 or done == self.n_batches:
+            print(f"  epoch {self._epoch}: batch {done}/{self.n_batches}",
+                  file=self.stream or sys.stderr, flush=True)
 
     def on_epoch_end(self, estimator, logs):
         if self._bar is not None:

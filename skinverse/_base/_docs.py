@@ -50,8 +50,9 @@ SHARED_PARAMETERS = """\
         Floating-point type of the module's parameters and computations. Outputs are
         returned in the float dtype of the input.
     verbose : int, default=0
-        ``1`` prints one line per epoch (loss, validation score, seconds); ``2`` adds a
-        progress bar over the batches (when tqdm is installed).
+        ``1`` prints one line per epoch (loss, validation score, seconds; estimators whose
+        epochs are single steps print about 50 lines in all); ``2`` adds progress over the
+        batches (a tqdm bar, or plain lines when tqdm is not installed).
     callbacks : list of Callback or None, default=None
         Objects with hooks into the training loop; see :class:`skinverse.callbacks.Callback`.
     log_dir : str, path or None, default=None

@@ -484,7 +484,7 @@ class BaseTorchEstimator(BaseEstimator):
         callbacks = []
         main = is_main_process()  # under torch.distributed only rank 0 prints and logs
         if self.verbose and main:
-            callbacks.append(EpochPrinter())
+            callbacks.append(EpochPrinter(every=self._print_every()))
         if self.verbose >= 2 and main:
             callbacks.append(ProgressBar(n_batches))
         if self.log_dir is not None and main:
@@ -497,6 +497,10 @@ class BaseTorchEstimator(BaseEstimator):
                 )
             callbacks.append(cb)
         return callbacks
+
+    def _print_every(self):
+        """Epochs between progress lines at ``verbose=1`` (1: every epoch)."""
+        return 1
 
     def _begin_call(self, state, train, val, resumed):
         """Method hook before the first epoch of a call (e.g. caches kept in the state)."""

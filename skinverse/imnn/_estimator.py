@@ -305,6 +305,9 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             return copy.deepcopy(self.model)
         return MLP(self.n_features_in_, self.hidden_layer_sizes, n_summaries, activation="silu")
 
+    def _print_every(self):
+        return max(1, self.max_epochs // 50)  # an epoch is one step: ~50 progress lines
+
     def _keeps_module_initialisation(self):
         return self.model is not None  # the user's module keeps the user's initialisation
 

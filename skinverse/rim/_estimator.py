@@ -22,6 +22,8 @@ from .._base import (
 )
 from ..nn import RecurrentConvNet, RecurrentDenseNet
 from ._module import LINKS, TRANSFORMS, RIMModule
+from .._base._warn import warn_user
+from ..exceptions import PhysicsMismatchWarning
 from ._physics import Physics, check_operator, check_score_sign, fit_linear_model
 
 
@@ -237,6 +239,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 f"y has {n_signal} features but the operator's input_shape {signal_shape} "
                 f"holds {int(np.prod(signal_shape))}."
             )
+        self._check_operator_shapes(op)
         if self.input_shape is None:
             net_shape = (n_signal,)
         else:
@@ -253,6 +256,46 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 "operator as well."
             )
         return obs_shape, signal_shape, net_shape
+
+    def _check_operator_shapes(self, op):
+        """The operator's signal shape must agree with ``input_shape`` (and ``channels``);
+        an image operator needs ``input_shape`` unless a dense GRU is asked for."""
+        if op is None:
+            return
+        signal = tuple(op.input_shape)
+        if self.input_shape is None:
+            if len(signal) > 1 and self.backbone == "auto":
+                raise ValueError(
+                    f"The operator works on signals of shape {signal}: pass "
+                    f"input_shape={signal[-2:] if len(signal) > 2 else signal} (and channels "
+                    "for a leading channel axis) for a convolutional backbone, or "
+                    "backbone='gru' to treat each signal as a flat vector.")
+            return
+        expected = {tuple(self.input_shape), (self.channels, *self.input_shape)}
+        if signal not in expected:
+            raise ValueError(
+                f"input_shape={tuple(self.input_shape)} with channels={self.channels} "
+                f"disagrees with the operator's input_shape {signal}: they describe the same "
+                "signal and must match.")
+
+    def _check_physics_units(self, operator, noise_std, signals, observations):
+        """Warn when the observations are not in the operator's units (e.g. scaled by a
+        StandardScaler in a Pipeline) or ``noise_std`` is far below the residual."""
+        rows = slice(0, min(256, len(signals)))
+        with torch.no_grad():
+            op64 = copy.deepcopy(operator).to(dtype=torch.float64)
+            pred = op64.forward(torch.as_tensor(signals[rows], dtype=torch.float64).reshape(
+                -1, *op64.input_shape)).reshape(len(signals[rows]), -1)
+        residual = observations[rows] - pred.numpy()
+        ratio = float(np.sqrt(np.mean(residual**2))) / noise_std
+        if ratio > 5.0:  # (a smaller residual is noiseless data or a cautious noise_std)
+            warn_user(
+                f"The observations X do not match operator and noise_std: the residual "
+                f"X - A(y) has {ratio:.3g} times the noise_std={noise_std:g}. If X was "
+                "rescaled (e.g. a StandardScaler before RIMRegressor in a Pipeline), the "
+                "operator sees other units than it models: keep X in the operator's units "
+                "(the RIM handles scale itself). Otherwise check noise_std.",
+                PhysicsMismatchWarning)
 
     def _simulate(self, n, generator=None):
         """Fresh (observation, signal) pairs from the prior and the operator."""
@@ -330,6 +373,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             operator, noise_std = fit_linear_model(signals, observations)
         elif operator is not None:
             operator = copy.deepcopy(operator)  # never move or change the user's object
+            if (noise_std is not None and signals is not None and self.score_fn is None
+                    and self.energy_fn is None):
+                self._check_physics_units(operator, noise_std, signals, observations)
             if noise_std is None and self.score_fn is None and self.energy_fn is None:
                 with torch.no_grad():
                     pred = operator.to(dtype=torch.float64).forward(
