@@ -385,3 +385,15 @@ def test_one_step_epochs_print_about_fifty_lines(capsys):
                     verbose=1, random_state=0).fit()
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch")]
     assert [int(ln.split()[1]) for ln in lines] == [1] + list(range(4, 201, 4))
+
+
+def test_importing_skinverse_first_makes_idle_threads_wait_passively():
+    code = "import os, skinverse; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a user's choice stands
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "ACTIVE"
