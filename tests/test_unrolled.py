@@ -16,7 +16,7 @@ from skinverse.datasets import (
     make_phantoms,
     make_poisson_disc_mask,
 )
-from skinverse.operators import MultiCoilMRI, fft2c, ifft2c
+from skinverse.operators import MatrixOperator, MultiCoilMRI, fft2c, ifft2c
 from skinverse.unrolled import UnrolledRegressor
 from skinverse.unrolled._module import UnrolledModule
 
@@ -214,3 +214,18 @@ def test_bf16_denoiser_tracks_float32(mri):
     args = dict(maps=maps, masks=masks)
     np.testing.assert_allclose(half.predict(X, **args), full.predict(X, **args), atol=0.05)
     assert half.score(X, y, **args) == pytest.approx(full.score(X, y, **args), abs=0.5)
+
+
+def test_pgd_step_follows_the_operator_norm():
+    """A step of 1 diverges once ||A|| > sqrt(2); the default step is 1/||A||^2."""
+    rng = np.random.RandomState(0)
+    matrix = 17 * np.linalg.qr(rng.normal(size=(12, 8)))[0]  # ||A|| = 17
+    images = rng.normal(size=(40, 8)) + 1j * rng.normal(size=(40, 8))
+    kspace = images @ matrix.T + 0.01 * rng.normal(size=(40, 12))
+    X = np.c_[kspace.real, kspace.imag]
+    y = np.c_[images.real, images.imag]
+    est = UnrolledRegressor(operator=MatrixOperator(matrix), method="pgd", n_unrolls=3,
+                            width=4, depth=1, max_epochs=3, random_state=0).fit(X, y)
+    step = torch.nn.functional.softplus(est.module_.raw_step.detach())
+    assert float(step) == pytest.approx(1 / 17**2, rel=0.05)  # initial value, then learned
+    assert np.all(np.isfinite(est.loss_curve_)) and est.score(X, y) > 10

@@ -294,16 +294,26 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             for _ in range(count):
                 denoisers.append(_DENOISERS[self.denoiser](2, self.width, self.depth))
         self.epsilon_ = self._noise_radius(data) if self.method == "dbp" else None
-        # Gradient steps of 1/||A||^2 are stable (the MRI operators have ||A|| <= 1).
-        step = 1.0
-        if self._real_data:
-            step = 1.0 / self.operator_.norm(n_iter=50) ** 2
+        step = self._gradient_step()
         module = UnrolledModule(self.method, denoisers, self.n_unrolls, self.lam,
                                 self.learn_lam, self.cg_max_iter, self.cg_tol, self.admm_iter,
                                 self.epsilon_, step)
         module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
                                  "fp16": torch.float16}[self.mixed_precision]
         return module
+
+    def _gradient_step(self):
+        r"""'pgd' step :math:`1/\|A\|^2` (stable for any scale of the operator; the norm is
+        computed once per operator and cached). The default multi-coil operator has
+        :math:`\|A\| \le 1` with normalised maps; an operator that needs per-sample
+        arguments to apply keeps a step of 1."""
+        if self.operator is None and not self._real_data:
+            return 1.0
+        try:
+            norm = self.operator_.norm(n_iter=50)
+        except (TypeError, ValueError, RuntimeError):  # needs per-sample maps or masks
+            return 1.0
+        return 1.0 / max(norm, 1e-12) ** 2
 
     def _to_complex(self, flat, shape):
         if self._real_data:
