@@ -445,11 +445,21 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         return np.asarray([f"theta_hat{i}" for i in range(self.n_params_)], dtype=object)
 
     def score(self, X, y=None, derivatives=None):
-        r""":math:`\ln\det F` of the summaries of ``X``.
+        r""":math:`\ln\det F` of the summaries of ``X`` (higher is better; any real value).
 
-        With ``derivatives`` (fiducial simulations ``X``), or ``y`` (simulations at
-        parameters ``y``), everything is estimated on the given data; with neither, the
-        covariance comes from ``X`` and :math:`\partial\mu/\partial\theta` from the fit.
+        .. math::
+
+            F = \Big(\frac{\partial\mu}{\partial\theta}\Big)^{\!\top} C^{-1}
+            \frac{\partial\mu}{\partial\theta},
+
+        with :math:`C` the covariance of the summaries and :math:`\mu` their mean. With
+        ``derivatives`` (fiducial simulations ``X``), or ``y`` (simulations at parameters
+        ``y``: :math:`\partial\mu/\partial\theta` by regressing the summaries on ``y``),
+        everything is estimated on the given data; with neither, the covariance comes
+        from ``X`` and :math:`\partial\mu/\partial\theta` from the fit. On held-out
+        simulations it estimates the information the summaries keep, at most the
+        analytic :math:`\ln\det F` of the data (up to sampling error); on the training
+        simulations it is biased upwards.
 
         Parameters
         ----------

@@ -539,7 +539,16 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         return pred.ravel() if self._y_is_1d else pred
 
     def score(self, X, y, sample_weight=None, physics_params=None, **extras):
-        """:math:`R^2` of the reconstructions of ``X`` against the signals ``y``.
+        r""":math:`R^2` of the reconstructions of ``X`` against the signals ``y``.
+
+        .. math::
+
+            R^2 = 1 - \frac{\sum_i w_i \|\hat x_i - x_i\|^2}
+            {\sum_i w_i \|x_i - \bar x\|^2}
+
+        per signal feature and averaged uniformly over features (scikit-learn's
+        ``r2_score``, weights ``sample_weight``): 1 is a perfect reconstruction, 0 that of
+        the mean signal, and it is unbounded below.
 
         Parameters
         ----------
