@@ -220,7 +220,7 @@ class BaseTorchEstimator(BaseEstimator):
         use_validation = self.early_stopping and not incremental
         train, val = self._split(tensors, data) if use_validation else (tensors, None)
         self._fit_loop(state, train, val, n_epochs, incremental=incremental, resumed=resumed,
-                       checkpointer=checkpointer)
+                       checkpointer=checkpointer, continuing=continuing)
         return self
 
     def _components(self):
@@ -506,7 +506,7 @@ class BaseTorchEstimator(BaseEstimator):
         """Method hook before the first epoch of a call (e.g. caches kept in the state)."""
 
     def _fit_loop(self, state, train, val, n_epochs, *, incremental, resumed=False,
-                  checkpointer=None):
+                  checkpointer=None, continuing=False):
         """The epochs of one call, in the documented order, then :meth:`_finish`."""
         batch_size = self._effective_batch_size(self._n_rows(train))
         self._world_size = world()[1]
@@ -518,8 +518,8 @@ class BaseTorchEstimator(BaseEstimator):
         callbacks = self._all_callbacks(math.ceil(self._n_rows(train) / batch_size))
         batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
         self._begin_call(state, train, val, resumed)
-        if not resumed:
-            state.component("guard").begin_call(state)
+        if not resumed:  # (a resumed fit restored the guard of the interrupted one)
+            state.component("guard").begin_call(state, trained=continuing)
         for cb in callbacks:
             cb.on_train_begin(self)
         save = checkpointer is not None and is_main_process()

@@ -131,30 +131,34 @@ class DivergenceGuard(Component):
 
     def __init__(self):
         self.best_loss, self.weights, self.epoch, self.trained = math.inf, None, 0, False
-        self.pending, self.pending_epoch = None, 0
+        self.pending, self.pending_epoch, self.start_epoch = None, 0, 0
 
-    def begin_call(self, state):
+    def begin_call(self, state, trained=False):
+        """Start of a ``fit``/``partial_fit`` call; ``trained``: the call continues a
+        fitted model (warm start, ``partial_fit``, ``refit_at``)."""
         self.best_loss, self.epoch = math.inf, state.n_iter
         self.pending, self.pending_epoch = _clone(state.candidate()), state.n_iter
-        self.trained = state.n_iter > 0  # warm start: the starting weights were fitted
+        self.start_epoch = state.n_iter
+        self.trained = trained or state.n_iter > 0
         self.weights = self.pending
 
     def record(self, state, loss):
         """After a finite epoch ``state.n_iter`` with mean ``loss``."""
         if loss < self.best_loss:
             self.best_loss, self.weights, self.epoch = loss, self.pending, self.pending_epoch
-            self.trained = self.trained or self.pending_epoch > 0
+            self.trained = self.trained or self.pending_epoch > self.start_epoch
         self.pending, self.pending_epoch = _clone(state.candidate()), state.n_iter
 
     def state_dict(self):
         return {"best_loss": self.best_loss, "weights": self.weights, "epoch": self.epoch,
                 "trained": self.trained, "pending": self.pending,
-                "pending_epoch": self.pending_epoch}
+                "pending_epoch": self.pending_epoch, "start_epoch": self.start_epoch}
 
     def load_state_dict(self, state_dict):
         self.best_loss, self.weights = float(state_dict["best_loss"]), state_dict["weights"]
         self.epoch, self.trained = int(state_dict["epoch"]), bool(state_dict["trained"])
         self.pending, self.pending_epoch = state_dict["pending"], int(state_dict["pending_epoch"])
+        self.start_epoch = int(state_dict["start_epoch"])
 
 
 class BestWeights(Component):
