@@ -105,3 +105,27 @@ def test_real_data_score_uses_the_range_of_y():
     mse = ((est.predict(X) - y) ** 2).mean()
     expected = 10 * np.log10((y.max() - y.min()) ** 2 / mse)
     assert est.score(X, y) == pytest.approx(expected, rel=1e-9)
+
+
+def _median_local_std(images):
+    """Median over pixels of the 3x3 standard deviation: 0 for piecewise-constant images
+    (whose variation is only at edges), positive where there is texture or shading."""
+    from scipy.ndimage import uniform_filter
+
+    mean = uniform_filter(images, size=(1, 3, 3))
+    var = uniform_filter(images**2, size=(1, 3, 3)) - mean**2
+    return float(np.median(np.sqrt(np.clip(var, 0, None))))
+
+
+def test_textured_images_carry_texture_and_shading_that_phantoms_lack():
+    from skinverse.datasets import make_textured_images
+
+    textured = make_textured_images(40, 32, random_state=0)
+    phantoms = make_phantoms(40, 32, random_state=0)
+    assert textured.min() == 0.0 and textured.max() == 1.0
+    np.testing.assert_array_equal(textured, make_textured_images(40, 32, random_state=0))
+    # texture: local variation inside regions, where phantoms are flat
+    assert _median_local_std(phantoms) < 1e-6 < 0.005 < _median_local_std(textured)
+    # shading: far more distinct grey levels than a handful of constant regions
+    levels = np.mean([len(np.unique(np.round(im, 3))) for im in textured])
+    assert levels > 10 * np.mean([len(np.unique(np.round(im, 3))) for im in phantoms])

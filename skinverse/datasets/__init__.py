@@ -8,6 +8,7 @@ from ._fisher_problems import (
     gaussian_variance_problem,
     line_slope_problem,
 )
+from ._images import make_textured_images
 from ._mri import (
     load_deepinpy_h5,
     make_cartesian_mask,
@@ -33,5 +34,6 @@ __all__ = [
     "make_phantoms",
     "make_poisson_disc_mask",
     "make_gaussian_signals",
+    "make_textured_images",
     "squared_exponential_covariance",
 ]
