@@ -62,13 +62,13 @@ def _as_dict(reconstructions):
 # ---------------------------------------------------------------------- reconstructions
 def plot_reconstructions(y_true, reconstructions, *, image_shape=None, indices=None,
                          n_images=3, data_range=None, magnitude=False, cmap="gray",
-                         axes=None):
+                         clim=None, axes=None):
     r"""Ground truth next to baselines and reconstructions, with the PSNR of each.
 
     One row per sample; the first column is the ground truth, then one column per entry
     of ``reconstructions`` (in its order: put the baselines first). Each title gives the
     sample's PSNR against the ground truth, :func:`skinverse.metrics.psnr` with
-    ``data_range``. Images share the grey scale of their ground truth. With
+    ``data_range``. The images of a row share one grey scale (``clim``). With
     ``image_shape=None`` (1-D signals) each row is one Axes with every curve overlaid.
 
     Parameters
@@ -92,6 +92,9 @@ def plot_reconstructions(y_true, reconstructions, *, image_shape=None, indices=N
         :class:`~skinverse.unrolled.UnrolledRegressor`): show and score magnitudes.
     cmap : str, default='gray'
         Colour map of the images.
+    clim : (float, float) or None, default=None
+        Values shown black and white, e.g. ``(0, 1)`` for images in [0, 1]; by default
+        each row's ground-truth minimum and maximum.
     axes : array of matplotlib Axes or None, default=None
         ``(n_rows, 1 + len(reconstructions))`` Axes for images, ``n_rows`` for signals.
 
@@ -128,9 +131,9 @@ def plot_reconstructions(y_true, reconstructions, *, image_shape=None, indices=N
         for ax, (truth, row) in zip(axes[:, 0], rows):
             _draw_signals(ax, truth, row, data_range)
         return axes
-    axes = _axes_grid(axes, len(rows), 1 + len(recon), (2.2, 2.4))
+    axes = _axes_grid(axes, len(rows), 1 + len(recon), (2.2, 2.7))
     for row_axes, (truth, row) in zip(axes, rows):
-        _draw_images(row_axes, truth, row, tuple(image_shape), data_range, cmap)
+        _draw_images(row_axes, truth, row, tuple(image_shape), data_range, cmap, clim)
     return axes
 
 
@@ -139,8 +142,8 @@ def _title(name, truth, estimate, data_range):
     return f"{name}\nPSNR {value:.2f} dB"
 
 
-def _draw_images(row_axes, truth, row, image_shape, data_range, cmap):
-    vmin, vmax = truth.min(), truth.max()
+def _draw_images(row_axes, truth, row, image_shape, data_range, cmap, clim):
+    vmin, vmax = (truth.min(), truth.max()) if clim is None else clim
     panels = [("ground truth", truth, "ground truth")]
     panels += [(name, image, _title(name, truth, image, data_range))
                for name, image in row.items()]
@@ -160,7 +163,7 @@ def _draw_signals(ax, truth, row, data_range):
 
 # ---------------------------------------------------------------------- RIM
 def plot_rim_trajectory(rim, X, y=None, *, index=0, image_shape=None, steps=None,
-                        axes=None, **predict_params):
+                        clim=None, axes=None, **predict_params):
     r"""The estimates :math:`x_1, \dots, x_T` of a fitted RIM, and its error per step.
 
     A :class:`~skinverse.rim.RIMRegressor` refines its estimate over ``n_steps`` steps;
@@ -183,6 +186,9 @@ def plot_rim_trajectory(rim, X, y=None, *, index=0, image_shape=None, steps=None
         ``(H, W)`` to draw each step as an image; ``None`` draws curves.
     steps : array-like of int or None, default=None
         Steps (1..T) to draw as images; all by default.
+    clim : (float, float) or None, default=None
+        Values shown black and white in the images; by default the ground truth's range
+        (with ``y``), else the range of all the images drawn.
     axes : array of matplotlib Axes or None, default=None
         Signals: 1 Axes, 2 with ``y``. Images: one per step, plus the truth and the error
         panel with ``y``.
@@ -219,18 +225,19 @@ def plot_rim_trajectory(rim, X, y=None, *, index=0, image_shape=None, steps=None
         if truth is not None:
             images.append(("ground truth", truth[index]))
         axes = _axes_grid(axes, 1, len(images) + (truth is not None), (2.2, 2.4)).ravel()
-        _draw_trajectory_images(axes, images, tuple(image_shape))
+        if clim is None:
+            shown = [images[-1]] if truth is not None else images
+            clim = (min(im.min() for _, im in shown), max(im.max() for _, im in shown))
+        _draw_trajectory_images(axes, images, tuple(image_shape), clim)
     if truth is not None:
         _draw_step_errors(axes[-1], ((trajectory - truth[:, None]) ** 2).mean(axis=(0, 2)),
                           getattr(rim, "best_step_", None))
     return axes
 
 
-def _draw_trajectory_images(axes, images, image_shape):
-    vmin = min(image.min() for _, image in images)
-    vmax = max(image.max() for _, image in images)
+def _draw_trajectory_images(axes, images, image_shape, clim):
     for ax, (title, image) in zip(axes, images):
-        ax.imshow(image.reshape(image_shape), cmap="gray", vmin=vmin, vmax=vmax)
+        ax.imshow(image.reshape(image_shape), cmap="gray", vmin=clim[0], vmax=clim[1])
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -242,11 +249,11 @@ def _draw_step_errors(ax, errors, best_step):
         ax.axvline(best_step, color="k", ls=":", label=f"best_step_ = {best_step}")
     ax.set_xlabel("RIM step")
     ax.set_ylabel("MSE")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
 
 
 def _draw_trajectory_curves(ax, trajectory, truth, index):
-    colours = _pyplot().get_cmap("viridis")(np.linspace(0.15, 0.9, len(trajectory)))
+    colours = _pyplot().cm.viridis(np.linspace(0.15, 0.9, len(trajectory)))
     for step, (estimate, colour) in enumerate(zip(trajectory, colours), start=1):
         ax.plot(estimate, color=colour, lw=1, label=f"step {step}")
     if truth is not None:
@@ -262,9 +269,8 @@ def plot_implicit_structure(model, *, kind="heatmap", precision=0.0, axes=None):
 
     ``kind='heatmap'`` draws :math:`|[[A, B], [C, D]]|` on a log scale with the model's
     own :meth:`~skinverse.implicit.ImplicitClassifier.plot_structure`; ``kind='spy'``
-    draws the sparsity pattern of each of :math:`A, B, C, D` (entries with
-    :math:`|a| > ` ``precision``), with the fraction of non-zeros in the title -- the
-    view for ``l1_penalty`` or ``structure='upper'``.
+    draws the sparsity pattern of each of :math:`A, B, C, D`, with the fraction of
+    non-zeros in the title -- the view for ``l1_penalty`` or ``structure='upper'``.
 
     Parameters
     ----------
@@ -272,7 +278,9 @@ def plot_implicit_structure(model, *, kind="heatmap", precision=0.0, axes=None):
         Fitted.
     kind : {'heatmap', 'spy'}, default='heatmap'
     precision : float, default=0.0
-        ``kind='spy'``: entries of absolute value at most this are drawn as zeros.
+        ``kind='spy'``: entries with :math:`|a| \le` ``precision`` times the largest
+        absolute entry of the four blocks count as zeros (trained weights are rarely
+        exactly 0; ``precision=0.01`` keeps the entries above 1% of the largest).
     axes : matplotlib Axes (heatmap), array of 4 Axes (spy) or None, default=None
 
     Returns
@@ -298,9 +306,10 @@ def plot_implicit_structure(model, *, kind="heatmap", precision=0.0, axes=None):
         raise ValueError(f"kind must be 'heatmap' or 'spy', got {kind!r}.")
     # The matrices the heatmap shows (a method of the fitted model, in float64).
     matrices = dict(zip("ABCD", model._matrices()))
+    largest = max((np.abs(m).max() for m in matrices.values() if m.size), default=0.0)
     axes = _axes_grid(axes, 2, 2, (3.5, 3.5))
     for ax, (name, matrix) in zip(axes.ravel(), matrices.items()):
-        nonzero = np.abs(matrix) > precision
+        nonzero = np.abs(matrix) > precision * largest
         ax.spy(nonzero, markersize=max(1.0, 80.0 / max(matrix.shape + (1,))), aspect="auto")
         fraction = nonzero.mean() if matrix.size else 0.0
         ax.set_title(f"{name} ({matrix.shape[0]} x {matrix.shape[1]}), "
@@ -440,11 +449,12 @@ def _credible_levels(density, masses):
 
 def plot_corner(samples, weights=None, labels=None, truth=None, bins=40, contours=True,
                 axes=None):
-    """Marginal histograms and pairwise posterior contours of (weighted) samples.
+    r"""Marginal histograms and pairwise posterior contours of (weighted) samples.
 
     The diagonal shows each parameter's histogram; below it, each pair's samples as
-    points and, with ``contours=True``, the 68% and 95% highest-density contours of
-    their 2-D histogram (``bins // 2`` bins a side).
+    points and, with ``contours=True``, the 68% (thick) and 95% (thin) highest-density
+    contours of their 2-D histogram (:math:`\sqrt{n}/2` bins a side, between 5 and
+    ``bins // 2``, smoothed by a Gaussian of one bin).
 
     Parameters
     ----------
@@ -501,10 +511,15 @@ def _draw_pair(ax, x, y, weights, bins, contours):
     ax.scatter(x, y, s=2, alpha=0.3, color="C0")
     if not contours:
         return
-    density, xe, ye = np.histogram2d(x, y, bins=max(bins // 2, 5), weights=weights)
+    from scipy.ndimage import gaussian_filter
+
+    n_bins = int(np.clip(np.sqrt(len(x)) / 2, 5, max(bins // 2, 5)))
+    density, xe, ye = np.histogram2d(x, y, bins=n_bins, weights=weights)
+    density = gaussian_filter(density, 1.0)  # a smooth estimate, not the bins' noise
     if not density.sum() > 0:
         return
     levels = np.unique(_credible_levels(density, (0.95, 0.68)))
     centres = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
     if len(levels) and levels[-1] < density.max():
-        ax.contour(*centres, density.T, levels=levels, colors=["C1", "C3"][: len(levels)])
+        ax.contour(*centres, density.T, levels=levels, colors="k",
+                   linewidths=[1.0, 1.8][-len(levels):])

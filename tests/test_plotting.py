@@ -215,8 +215,31 @@ def test_plot_corner_histograms_contours_and_truth():
     assert not axes[0, 2].axison  # upper triangle off
     pair = axes[2, 0]
     np.testing.assert_allclose(pair.collections[0].get_offsets(), samples[:, [0, 2]])
-    assert len(pair.collections) == 2  # the points and the contour set
+    n_with_contours = len(pair.collections)
     assert pair.lines[0].get_xdata()[0] == 0 and pair.get_xlabel() == "a"
     assert axes[2, 0].get_ylabel() == "c" and axes[2, 2].get_xlabel() == "c"
-    plain = plot_corner(samples[:, :2], weights=np.ones(4000), contours=False)
-    assert len(plain[1, 0].collections) == 1
+    plain = plot_corner(samples, weights=np.ones(4000), contours=False, bins=20)
+    assert len(plain[2, 0].collections) == 1  # the points only
+    assert n_with_contours > 1
+
+
+def test_plot_implicit_structure_spy_precision_is_relative(embedded_mlp):
+    mlp, model = embedded_mlp
+    W1, W2, W3 = (w.T for w in mlp.coefs_)
+    largest = max(np.abs(w).max() for w in (W1, W2, W3))
+    axes = plot_implicit_structure(model, kind="spy", precision=0.5)
+    expected = np.count_nonzero(np.abs(W1) > 0.5 * largest)
+    assert len(axes[0, 1].lines[0].get_xdata()) == expected
+
+
+def test_image_grey_scales(rim_and_data):
+    truth = np.linspace(0.2, 0.6, 16)[None]
+    axes = plot_reconstructions(truth, {"r": truth}, image_shape=(4, 4), clim=(0, 1))
+    assert axes[0, 0].images[0].get_clim() == (0, 1) == axes[0, 1].images[0].get_clim()
+    rim, X, y = rim_and_data
+    axes = plot_rim_trajectory(rim, X, y, image_shape=(2, 4), index=1)
+    expected = (y[1].min(), y[1].max())  # the truth's range by default
+    assert all(ax.images[0].get_clim() == pytest.approx(expected) for ax in axes[:-1])
+    trajectory = rim.predict(X, return_trajectory=True)[1]
+    axes = plot_rim_trajectory(rim, X, image_shape=(2, 4), index=1)
+    assert axes[0].images[0].get_clim() == pytest.approx((trajectory.min(), trajectory.max()))
