@@ -249,7 +249,7 @@ def _draw_step_errors(ax, errors, best_step):
         ax.axvline(best_step, color="k", ls=":", label=f"best_step_ = {best_step}")
     ax.set_xlabel("RIM step")
     ax.set_ylabel("MSE")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
 
 
 def _draw_trajectory_curves(ax, trajectory, truth, index):

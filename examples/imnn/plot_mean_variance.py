@@ -40,11 +40,13 @@ fisher = imnn.fisher_information(n_simulations=2000, random_state=1)
 print(f"det F on fresh simulations: {np.linalg.det(fisher):.1f} (analytic 50)")
 
 # %%
-# The training history: :math:`\det F` climbs towards the analytic 50 (dashed); the
-# determinants of the summaries' covariance and of its inverse settle at 1, where the
-# regulariser :math:`\Lambda_2` (right) switches off. A :math:`\det F` that stalls far
-# below the target means too few steps or too small a network; one that exceeds it on the
-# training simulations is the selection bias that ``fisher_information`` removes.
+# The training history: :math:`\det F` climbs towards the analytic 50 (dashed), noisily
+# because every step sees fresh simulations; the determinants of the summaries'
+# covariance and of its inverse settle near 1, and the regulariser's :math:`\Lambda_2`
+# (right) drops by orders of magnitude in the first steps, then fluctuates. A
+# :math:`\det F` that stalls far below the target means too few steps or too small a
+# network; the training value is biased upwards, which ``fisher_information`` on fresh
+# simulations corrects (printed above).
 plot_imnn_history(imnn, expected_detF=50.0)
 plt.tight_layout()
 plt.show()
@@ -69,8 +71,9 @@ print(f"ABC kept {len(samples)} of 20000 simulations; PMC used {n_sims}")
 # Three posteriors, one figure: the population Monte Carlo particles (histograms, points
 # and their 68%/95% contours in black), rejection ABC (green histograms) and the Gaussian
 # approximation :math:`\mathcal N(\hat\theta, F^{-1})` (orange: dashed contours and
-# curves). They should agree near the truth (the cross); ABC and PMC also capture the
-# skewed posterior of the variance, which the Gaussian approximation cannot.
+# curves). They should agree near the truth (the cross). ABC and PMC are not bound to a
+# Gaussian shape: ten draws constrain the variance poorly, and its posterior runs into the
+# prior's upper edge at 3.
 axes = plot_corner(particles, weights=weights, labels=["mu", "Sigma"], truth=truth)
 for i, (grid, density) in enumerate(zip(grids, densities)):
     axes[i, i].plot(grid, density[0], "C1", label="Gaussian approximation")

@@ -51,7 +51,7 @@ print(f"||A||_inf = {model.A_inf_norm_:.3f} (bound kappa = {model.kappa})")
 # the inputs (columns) and from the outputs (rows). :math:`A` (top left, 60 x 60) is the
 # coupling of the state with itself -- a layered network would have it upper-triangular.
 # Right, the mean number of Picard iterations per batch: with
-# :math:`\|A\|_\infty \le \kappa = 0.95` each iteration contracts the error by at least
+# :math:`\|A\|_\infty \le \kappa = 0.95` each iteration multiplies the error by at most
 # 0.95, and ``reuse_equilibria`` starts each epoch from the last equilibria, so the
 # counts should stay well below ``max_iter=50``.
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5))
@@ -66,8 +66,9 @@ plt.show()
 
 # %%
 # Which weights matter? The sparsity pattern of each block, counting entries above 1% of
-# the largest one in absolute value. A row of :math:`B` that is empty ignores every
-# pixel; a column of :math:`C` that is empty is a state no class reads.
+# the largest one in absolute value. An empty column of :math:`B` is a pixel no state
+# reads (the digits' always-blank border pixels carry no gradient, and the L1 penalty
+# shrinks their weights); an empty column of :math:`C` would be a state no class reads.
 plot_implicit_structure(model, kind="spy", precision=0.01)
 plt.tight_layout()
 plt.show()
@@ -81,9 +82,9 @@ plt.show()
 # %%
 # How robust is it?
 # -----------------
-# For ReLU and :math:`\\rho(|A|) < 1`, a perturbation of every (standardised) pixel by at
-# most :math:`\\sigma` moves each logit by at most
-# :math:`|C|(I - |A|)^{-1}|B|\\sigma + |D|\\sigma`.
+# For ReLU and :math:`\rho(|A|) < 1`, a perturbation of every (standardised) pixel by at
+# most :math:`\sigma` moves each logit by at most
+# :math:`|C|(I - |A|)^{-1}|B|\sigma + |D|\sigma`.
 try:
     print("logit bound for sigma=0.01:", model.robustness_bound(0.01).round(3))
 except ValueError as exc:  # the Perron-Frobenius condition may fail for a learned A

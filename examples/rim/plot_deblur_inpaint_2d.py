@@ -67,11 +67,14 @@ for name, operator in problems.items():
 # %%
 # Deblurring: ground truth, observation, baseline and RIM
 # -------------------------------------------------------
-# Three test patches with the most contrast (many patches are flat sky). Each title gives
-# the patch's PSNR against the ground truth; all images share the grey scale [0, 1].
-# Expect the RIM to restore edges the Tikhonov solution leaves smooth.
+# Three test patches, at the median, the 75th and the 95th percentile of contrast (many
+# patches are flat sky, which every method gets right). Each title gives the patch's PSNR
+# against the ground truth; all images share the grey scale [0, 1]. Averaged over the
+# test set the RIM gains several dB on Tikhonov (printed above), mostly by sharpening
+# edges; fine texture (the last row) is lost to the blur for both.
 X_test, y_test, images = results["deblurring"]
-shown = np.argsort(np.ptp(y_test, axis=1))[[-1, -5, -20]]
+order = np.argsort(np.ptp(y_test, axis=1))
+shown = order[[len(order) // 2, 3 * len(order) // 4, 95 * len(order) // 100]]
 plot_reconstructions(y_test, images, image_shape=(size, size), indices=shown,
                      data_range=1.0, clim=(0, 1))
 plt.tight_layout()
@@ -93,7 +96,7 @@ plt.show()
 # ---------------
 # Inpainting starts from the adjoint, the masked image, and fills the holes over the
 # steps; the right panel is the test error of each step.
-plot_rim_trajectory(rims["inpainting"], X_test, y_test, index=shown[0],
+plot_rim_trajectory(rims["inpainting"], X_test, y_test, index=shown[1],
                     image_shape=(size, size), clim=(0, 1))
 plt.tight_layout()
 plt.show()
