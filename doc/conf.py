@@ -2,9 +2,13 @@
 
 import os
 import sys
-import warnings
 
-import skinverse
+# Before torch is imported (by skinverse): the gallery runs its examples on one thread
+# unless the caller says otherwise, as CI does.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import skinverse  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sphinxext"))
 
@@ -49,15 +53,11 @@ html_css_files = ["skinverse.css"]
 # auto_examples/ with its printed output and figures, and every skinverse object an
 # example uses gets a "Gallery examples" section on its API page (the backreferences
 # written to generated/ are included by the templates in _templates/autosummary).
-# `sphinx-build -D plot_gallery=0 ...` builds the pages without running the examples.
-
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+# A failing example fails the build.
 sphinx_gallery_conf = {
     "examples_dirs": ["../examples"],
     "gallery_dirs": ["auto_examples"],
-    "backreferences_dir": os.path.join("generated"),
+    "backreferences_dir": "generated",
     "doc_module": ("skinverse",),
     "filename_pattern": r"/plot_",
     "subsection_order": [
@@ -75,7 +75,3 @@ sphinx_gallery_conf = {
     "min_reported_time": 0,
     "abort_on_example_error": False,
 }
-# Examples print training progress and scikit-learn's ConvergenceWarning on purpose
-# (CPU-sized fits); keep them out of the build log.
-warnings.filterwarnings("ignore", category=UserWarning,
-                        message="Matplotlib is currently using agg")
