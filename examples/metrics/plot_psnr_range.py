@@ -46,9 +46,9 @@ print(f"in [0, 255]: {psnr(255 * clean, 255 * noisy):.2f} dB, "
 # range a low-contrast patch scores lower, while the fixed range gives every patch the
 # same 26 dB up to sampling noise. Half of these 8 x 8 patches (sky, walls) have a
 # contrast below 0.05, as small as the noise, so the mean with per-patch ranges is low:
-# it measures the noise against each patch's own content. Use a fixed range to compare with published numbers on
-# images of a known range; keep the default when the range is unknown or the data are
-# signed (residuals, velocities, phases).
+# it measures the noise against each patch's own content. Use a fixed range to compare
+# with published numbers on images of a known range; keep the default when the range is
+# unknown or the data are signed (residuals, velocities, phases).
 fig, ax = plt.subplots(figsize=(5.5, 4))
 ax.scatter(contrast, per_patch_own, s=6, label="data_range=None (each patch's max - min)")
 ax.scatter(contrast, per_patch_fixed, s=6, label="data_range=1.0")

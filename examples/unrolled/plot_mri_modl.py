@@ -19,7 +19,6 @@ image and travel as ``fit``/``predict`` keyword arguments.
 # iterations each, 6 epochs; the defaults (5 unrolls, width 32, depth 4, 50 epochs) are
 # for a GPU.
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from skinverse.datasets import make_mri_data, make_phantoms
