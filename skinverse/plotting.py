@@ -305,7 +305,7 @@ def plot_implicit_structure(model, *, kind="heatmap", precision=0.0, axes=None):
     if kind != "spy":
         raise ValueError(f"kind must be 'heatmap' or 'spy', got {kind!r}.")
     # The matrices the heatmap shows (a method of the fitted model, in float64).
-    matrices = dict(zip("ABCD", model._matrices()))
+    matrices = dict(zip("ABCD", model.get_matrices()))
     largest = max((np.abs(m).max() for m in matrices.values() if m.size), default=0.0)
     axes = _axes_grid(axes, 2, 2, (3.5, 3.5))
     for ax, (name, matrix) in zip(axes.ravel(), matrices.items()):

@@ -199,6 +199,20 @@ class _ImplicitMixin:
         return outputs, dtype
 
     # ------------------------------------------------------------------ inspection
+    def get_matrices(self):
+        """``A, B, C, D`` of the fitted model as float64 arrays.
+
+        Returns
+        -------
+        A : ndarray of shape (hidden_size, hidden_size)
+        B : ndarray of shape (hidden_size, n_features_in_)
+        C : ndarray of shape (n_outputs_, hidden_size)
+        D : ndarray of shape (n_outputs_, n_features_in_)
+            Zero when ``fit_D=False``.
+        """
+        check_is_fitted(self)
+        return self._matrices()
+
     def _matrices(self):
         """``A, B, C, D`` as float64 numpy arrays (``D`` zero when not fitted)."""
         check_is_fitted(self)
