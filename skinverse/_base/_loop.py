@@ -1,0 +1,511 @@
+"""The training lifecycle shared by every estimator, read top to bottom.
+
+``_fit`` validates the data, builds a fresh :class:`~skinverse._base._state.TrainingState`
+(or continues the fitted one with the current hyperparameters, or resumes a checkpoint),
+splits off the validation set and runs the epochs; ``_fit_loop`` runs each epoch in the
+documented order -- batches (warm-up, optimiser step, EMA), then the divergence guard,
+the validation score and the best weights, the stopping rule and the scheduler, the
+callbacks, the checkpoint -- and ``_finish`` loads the weights that
+:meth:`TrainingState.final_weights <skinverse._base._state.TrainingState.final_weights>`
+decides, the one place that does.
+"""
+
+import math
+import time
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from ..exceptions import (
+    ConvergenceWarning,
+    DivergenceWarning,
+    TrainingDivergedError,
+    TrainingInterruptedWarning,
+)
+from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
+from ._checkpoint import Checkpointer
+from ._device import check_finite_tensor, resolve_device, resolve_dtype, to_tensor
+from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
+from ._random import build_module_isolated, init_parameters, make_generator, shared_seed
+from ._state import BestWeights, DivergenceGuard, TrainingState
+from ._warn import warn_user
+
+# Fused Adam/AdamW/SGD on the CPU arrived in torch 2.4 (on CUDA earlier).
+_FUSED_OPTIMIZERS = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
+
+
+class TrainingLoop:
+    """The lifecycle methods of :class:`~skinverse.base.BaseTorchEstimator` (a base class
+    of it, with no state of its own: everything a fit carries is in ``training_state_``)."""
+
+    def _fit(self, X, y, *, incremental, **fit_params):
+        """Validate, build (or continue, or resume) the training state, split, run the
+        epochs, decide the returned weights."""
+        continuing = (incremental or self.warm_start) and self.__sklearn_is_fitted__()
+        data = self._validate_fit_data(X, y, reset=not continuing, **fit_params)
+        checkpointer, resumed = None, False
+        if continuing:
+            state = self.training_state_
+            self._apply_hyperparameters(state, reset_stopping=not incremental)
+            n_epochs = 1 if incremental else self.max_epochs
+        else:
+            state = self._initialize(data)
+            if not incremental and self.checkpoint_dir is not None:
+                checkpointer = Checkpointer(self.checkpoint_dir, self, data)
+                resumed = self._resume(state, checkpointer)
+            n_epochs = 1 if incremental else self.max_epochs - state.n_iter
+        tensors = self._to_tensors(data)
+        use_validation = self.early_stopping and not incremental
+        train, val = self._split(tensors, data) if use_validation else (tensors, None)
+        self._fit_loop(state, train, val, n_epochs, incremental=incremental, resumed=resumed,
+                       checkpointer=checkpointer, continuing=continuing)
+        return self
+
+    def _components(self):
+        """The stateful components of a fit, in the order they act (see ``_state``)."""
+        components = list(self._method_components())
+        components.append(DivergenceGuard())
+        if self.early_stopping:
+            components.append(BestWeights())
+        return components
+
+    def _method_components(self):
+        """Components a method adds before the guard (e.g. warm-up, EMA)."""
+        return []
+
+    def _keeps_module_initialisation(self):
+        """True when the module came from the user (keep its initialisation)."""
+        return False
+
+    def _initialize(self, data):
+        """A fresh training state: device, generator, module, optimiser, components."""
+        self.device_ = resolve_device(self.device)
+        self._torch_dtype = resolve_dtype(self.dtype)
+        generator = make_generator(shared_seed(self.random_state))
+        self._generator = generator
+        module = build_module_isolated(lambda: self._build_module(data))
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"_build_module must return a torch.nn.Module, got {type(module).__name__}."
+            )
+        if not self._keeps_module_initialisation():
+            init_parameters(module, generator)
+        self.module_ = module.to(device=self.device_, dtype=self._torch_dtype)
+        optimizer = self._build_optimizer()
+        state = TrainingState(self.module_, optimizer, self._build_scheduler(optimizer),
+                              generator, self._components())
+        state.hyper = self._hyperparameters()
+        self._grad_scaler = self._make_grad_scaler()
+        self.training_state_ = state
+        self._publish(state)
+        return state
+
+    def _make_grad_scaler(self):
+        """float16 autocast (estimators with a ``mixed_precision`` parameter) on CUDA needs
+        loss scaling; anything else none."""
+        fp16 = getattr(self, "mixed_precision", None) == "fp16"
+        return torch.amp.GradScaler("cuda") if fp16 and self.device_.type == "cuda" else None
+
+    def _hyperparameters(self):
+        return (self.optimizer, self.learning_rate, self.alpha, self.lr_schedule)
+
+    def _apply_hyperparameters(self, state, *, reset_stopping):
+        """``warm_start``/``partial_fit``: train on with the current parameters.
+
+        A changed optimiser kind rebuilds the optimiser; a changed learning rate, penalty
+        or schedule is applied to every parameter group and restarts the schedule; the
+        components follow ``early_stopping``/``ema_decay``/``warmup_steps``. A new
+        ``fit`` call (not ``partial_fit``) restarts the stopping rule, as scikit-learn's.
+        """
+        if state.hyper != self._hyperparameters() and state.optimizer is not None:
+            if state.hyper[0] != self.optimizer:
+                state.optimizer = self._build_optimizer()
+            for group in state.optimizer.param_groups:
+                group["lr"], group["weight_decay"] = self.learning_rate, self.alpha
+            state.scheduler = self._build_scheduler(state.optimizer)
+            state.hyper = self._hyperparameters()
+        kept = {c.name: c for c in state.components}
+        state.components = [kept.get(c.name, c) for c in self._components()]
+        if reset_stopping:
+            state.no_improvement_count = 0
+            state.best_loss, state.best_validation_score = math.inf, -math.inf
+            if state.component("best") is not None:
+                state.components = [BestWeights() if c.name == "best" else c
+                                    for c in state.components]
+        state.stop_reason = None
+        self.optimizer_, self.scheduler_ = state.optimizer, state.scheduler
+
+    def _resume(self, state, checkpointer):
+        """Load this fit's checkpoint into ``state``; True when there was one."""
+        saved = checkpointer.load(map_location=self.device_)
+        if saved is None:
+            return False
+        if saved["counters"]["n_iter"] > self.max_epochs:
+            warn_user(f"{checkpointer.path} ran {saved['counters']['n_iter']} epochs, more "
+                      f"than max_epochs={self.max_epochs}: training afresh.", UserWarning)
+            return False
+        state.load_state_dict(saved)
+        if state.stop_reason == "max_epochs" and state.n_iter < self.max_epochs:
+            state.stop_reason = None  # a larger max_epochs continues the fit
+        self._publish(state)
+        if self.verbose:
+            print(f"Resumed from {checkpointer.path} at epoch {state.n_iter}.")
+        return True
+
+    def _publish(self, state):
+        """The fitted attributes, read off the state (the state is the truth)."""
+        self.optimizer_, self.scheduler_ = state.optimizer, state.scheduler
+        self.n_iter_, self.t_ = state.n_iter, state.t
+        self.loss_curve_ = state.history["loss"]
+        self.best_loss_ = state.best_loss
+        validating = self.early_stopping or bool(state.history["validation_score"])
+        self.validation_scores_ = state.history["validation_score"] if validating else None
+        self.best_validation_score_ = state.best_validation_score if validating else None
+        for attribute, key in self._history_attributes().items():
+            setattr(self, attribute, state.history.setdefault(key, []))
+
+    def _history_attributes(self):
+        """Fitted list attributes the method keeps in ``state.history``: {attribute: key}."""
+        return {}
+
+    def _build_optimizer(self):
+        params = self._optimizer_param_groups()
+        if not params:  # nothing to learn (e.g. CG-SENSE with a fixed lambda)
+            return None
+        options = {"lr": self.learning_rate, "weight_decay": self.alpha}
+        if _FUSED_OPTIMIZERS and self.device_.type in ("cpu", "cuda"):
+            options["fused"] = True  # one kernel for all parameters: ~3x faster steps
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, **options)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(params, **options)
+        return torch.optim.SGD(params, momentum=0.9, nesterov=True, **options)
+
+    def _build_scheduler(self, optimizer):
+        sched = torch.optim.lr_scheduler
+        if self.lr_schedule is None or optimizer is None:
+            return None
+        if callable(self.lr_schedule):
+            return self.lr_schedule(optimizer)
+        if self.lr_schedule == "step":
+            return sched.StepLR(optimizer, step_size=max(1, self.max_epochs // 3))
+        if self.lr_schedule == "cosine":
+            return sched.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
+        mode = "max" if self.early_stopping else "min"
+        patience = max(1, self.n_iter_no_change // 2)
+        return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
+
+    def _to_tensors(self, data):
+        """Per-sample arrays to tensors on the device (floats in the module's dtype),
+        checked finite after the cast (a float64 1e39 overflows float32)."""
+        out = {}
+        for key, value in data.items():
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor):
+                kind = "f" if value.is_floating_point() else "i"
+            else:
+                kind = np.asarray(value).dtype.kind
+            dtype = self._torch_dtype if kind in "fc" else torch.long if kind in "iu" else None
+            if isinstance(value, torch.Tensor):
+                out[key] = value.to(device=self.device_, dtype=dtype)
+            else:
+                out[key] = to_tensor(value, dtype=dtype, device=self.device_)
+            if kind in "fc":
+                check_finite_tensor(out[key], key, self.dtype)
+        return out
+
+    def _split_seed(self):
+        """The validation split's seed: drawn once per fit and kept in the state."""
+        state = self.training_state_
+        if state.split_seed is None:
+            state.split_seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
+        return state.split_seed
+
+    def _split(self, tensors, data):
+        """Hold out ``validation_fraction`` of the samples (stratified when possible)."""
+        n = self._n_rows(tensors)
+        try:
+            train_idx, val_idx = train_test_split(
+                np.arange(n),
+                test_size=self.validation_fraction,
+                random_state=self._split_seed(),
+                stratify=self._stratify_labels(data),
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping=True could not hold out validation_fraction="
+                f"{self.validation_fraction} of {n} samples: {exc}"
+            ) from exc
+        take = lambda idx: {  # noqa: E731
+            k: v[torch.as_tensor(idx, device=v.device)] for k, v in tensors.items()
+        }
+        return take(train_idx), take(val_idx)
+
+    @staticmethod
+    def _n_rows(tensors):
+        return len(next(iter(tensors.values())))
+
+    def _effective_batch_size(self, n):
+        return min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
+
+    def _iter_batches(self, tensors, *, shuffle):
+        """Mini-batches by indexing tensors already on the device (no DataLoader)."""
+        n = self._n_rows(tensors)
+        size = self._effective_batch_size(n)
+        if not shuffle:
+            for start in range(0, n, size):
+                yield {k: v[start : start + size] for k, v in tensors.items()}
+            return
+        order = torch.randperm(n, generator=self._generator).to(self.device_)
+        for start in range(0, n, size):
+            idx = order[start : start + size]
+            yield {k: v[idx] for k, v in tensors.items()}
+
+    def _train_step(self, batch, share=1.0):
+        """One optimiser step on (this rank's share of) a batch; returns the detached loss."""
+        if self.optimizer_ is None:
+            with torch.no_grad():
+                return self._compute_loss(batch).detach()
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss = self._compute_loss(batch)
+        scaler = self._grad_scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        self._apply_step(share)
+        return loss.detach()
+
+    def _apply_step(self, share=1.0):
+        """Gradients in ``.grad`` -> one optimiser step, with the components around it.
+
+        Under ``torch.distributed`` the gradients of the ranks' slices are averaged,
+        weighted by ``share``, so the step is the one of the whole global batch.
+        """
+        state, scaler = self.training_state_, self._grad_scaler
+        for component in state.components:
+            component.before_step(state)
+        try:
+            if self._world_size > 1:
+                average_gradients(self.module_.parameters(), share)
+            if scaler is not None:
+                scaler.unscale_(self.optimizer_)
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
+            if scaler is None:
+                self.optimizer_.step()
+            else:
+                scaler.step(self.optimizer_)
+                scaler.update()
+        finally:
+            for component in state.components:
+                component.after_step(state)
+
+    def _run_epoch(self, train, batch_hooks):
+        """One pass over ``train``; returns the mean loss (one device sync per epoch)."""
+        self.module_.train()
+        losses, sizes = [], []
+        for index, batch in enumerate(self._iter_batches(train, shuffle=True)):
+            local, share = batch, 1.0
+            if self._world_size > 1:
+                local, share = shard(batch, self._n_rows(batch))
+            loss = self._train_step(local, share)
+            losses.append(loss)
+            sizes.append(self._n_rows(local))
+            for hook in batch_hooks:
+                hook.on_batch_end(self, index, loss)
+        weights = torch.tensor(sizes, dtype=torch.float64, device=self.device_)
+        totals = torch.stack([torch.stack(losses).to(torch.float64) @ weights, weights.sum()])
+        if self._world_size > 1:
+            all_reduce_sum(totals)  # over ranks: the global-batch mean
+        total, n = totals.tolist()
+        self.training_state_.t += int(n)
+        return total / n
+
+    def _all_callbacks(self, n_batches):
+        """The built-in callbacks the parameters ask for, then the user's."""
+        callbacks = []
+        main = is_main_process()  # under torch.distributed only rank 0 prints and logs
+        if self.verbose and main:
+            callbacks.append(EpochPrinter(every=self._print_every()))
+        if self.verbose >= 2 and main:
+            callbacks.append(ProgressBar(n_batches))
+        if self.log_dir is not None and main:
+            callbacks.append(TensorBoardLogger(self.log_dir))
+        for cb in self.callbacks or []:
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    "callbacks must be a list of skinverse.callbacks.Callback instances, "
+                    f"got {type(cb).__name__}."
+                )
+            callbacks.append(cb)
+        return callbacks
+
+    def _print_every(self):
+        """Epochs between progress lines at ``verbose=1`` (1: every epoch)."""
+        return 1
+
+    def _begin_call(self, state, train, val, resumed):
+        """Method hook before the first epoch of a call (e.g. caches kept in the state)."""
+
+    def _fit_loop(self, state, train, val, n_epochs, *, incremental, resumed=False,
+                  checkpointer=None, continuing=False):
+        """The epochs of one call, in the documented order, then :meth:`_finish`."""
+        batch_size = self._effective_batch_size(self._n_rows(train))
+        self._world_size = world()[1]
+        if batch_size < self._world_size:
+            raise ValueError(
+                f"batch_size {batch_size} is smaller than the {self._world_size} data-parallel "
+                "processes: every process needs at least one sample of each batch."
+            )
+        callbacks = self._all_callbacks(math.ceil(self._n_rows(train) / batch_size))
+        batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+        self._begin_call(state, train, val, resumed)
+        if not resumed:  # (a resumed fit restored the guard of the interrupted one)
+            state.component("guard").begin_call(state, trained=continuing)
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        save = checkpointer is not None and is_main_process()
+        done = 0
+        try:
+            while state.stop_reason is None and done < n_epochs:
+                epoch = state.n_iter + 1
+                for cb in callbacks:
+                    cb.on_epoch_begin(self, epoch)
+                start = time.perf_counter()
+                loss = self._run_epoch(train, batch_hooks)
+                done += 1
+                logs = self._end_epoch(epoch, loss, val, start)
+                if logs is not None:
+                    converged = logs["stop"]
+                    for cb in callbacks:
+                        cb.on_epoch_end(self, logs)
+                    if logs["stop"]:
+                        state.stop_reason = "converged" if converged else "callback"
+                    elif done == n_epochs and not incremental:
+                        state.stop_reason = "max_epochs"
+                if save:
+                    checkpointer.save(state.state_dict())
+        except KeyboardInterrupt:
+            state.stop_reason = "interrupted"
+        if n_epochs <= 0 and state.stop_reason is None:
+            state.stop_reason = "max_epochs"
+        self._finish(state, callbacks, incremental)
+
+    def _end_epoch(self, epoch, loss, val, start):
+        """Guard, validation and best weights, stopping rule, scheduler -- in that order.
+
+        Returns the epoch's logs, or ``None`` when the loss was not finite (training
+        stops; the epoch does not count).
+        """
+        state = self.training_state_
+        if not math.isfinite(loss):
+            state.stop_reason = "diverged"
+            state.extra["divergence"] = f"loss {loss} at epoch {epoch}"
+            return None
+        state.n_iter += 1
+        state.history["loss"].append(loss)
+        state.component("guard").record(state, loss)
+        score = None
+        if val is not None:
+            score = self._score_candidate(state, val)
+            state.history["validation_score"].append(score)
+            state.component("best").record(state, score)
+        improved = self._update_stopping(state, loss, score)
+        learning_rate = (self.optimizer_.param_groups[0]["lr"]  # the rate this epoch used
+                         if self.optimizer_ is not None else 0.0)
+        if self.scheduler_ is not None:
+            plateau = isinstance(self.scheduler_, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            if plateau:
+                self.scheduler_.step(score if score is not None else loss)
+            else:
+                self.scheduler_.step()
+        self._publish(state)
+        return {
+            "epoch": epoch,
+            "loss": loss,
+            "validation_score": score,
+            "learning_rate": learning_rate,
+            "seconds": time.perf_counter() - start,
+            "improved": improved,
+            "stop": state.no_improvement_count >= self.n_iter_no_change,
+        }
+
+    def _score_candidate(self, state, val):
+        """Validation score of the epoch's candidate weights (the EMA shadow if any)."""
+        self.module_.eval()
+        ema = state.component("ema")
+        if ema is None or ema.shadow is None:
+            return float(self._validation_score(val))
+        raw = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+        self.module_.load_state_dict(ema.candidate(self.module_))
+        try:
+            return float(self._validation_score(val))
+        finally:
+            self.module_.load_state_dict(raw)
+
+    def _update_stopping(self, state, loss, score):
+        """sklearn's MLP rule: count epochs that do not improve by more than ``tol``."""
+        if score is not None:
+            improved = score >= state.best_validation_score + self.tol
+            state.best_validation_score = max(state.best_validation_score, score)
+        else:
+            improved = loss <= state.best_loss - self.tol
+        state.best_loss = min(state.best_loss, loss)
+        state.no_improvement_count = 0 if improved else state.no_improvement_count + 1
+        return improved
+
+    def _finish(self, state, callbacks, incremental):
+        """Load the weights :meth:`TrainingState.final_weights` decides, and report."""
+        reason = state.stop_reason
+        try:
+            weights = state.final_weights()
+            self.module_.load_state_dict(weights)
+            if not self._parameters_finite():
+                raise TrainingDivergedError(
+                    "The weights to return are not finite; lower learning_rate or set "
+                    "grad_clip.")
+        except TrainingDivergedError:
+            self._forget_fit()
+            raise
+        finally:
+            for cb in callbacks:
+                cb.on_train_end(self)
+        self.module_.eval()
+        if reason == "diverged":  # the optimiser's moments hold NaN: start them afresh
+            state.optimizer = self._build_optimizer()
+            state.scheduler = self._build_scheduler(state.optimizer)
+        self._publish(state)
+        self._warn_on_stop(state, incremental)
+
+    def _warn_on_stop(self, state, incremental):
+        reason = state.stop_reason
+        if reason == "diverged":
+            kept = state.component("best") or state.component("guard")
+            warn_user(
+                f"Training diverged ({state.extra.get('divergence', 'non-finite weights')}); "
+                f"training stopped and the weights of epoch {kept.epoch} were restored. "
+                "Lower learning_rate or set grad_clip.",
+                DivergenceWarning,
+            )
+        elif reason == "interrupted":
+            warn_user(
+                f"Training interrupted after {state.n_iter} epoch(s); the estimator keeps "
+                f"the {'best' if state.component('best') else 'lowest-loss'} weights so far "
+                "and can be used or trained further with warm_start=True.",
+                TrainingInterruptedWarning,
+            )
+        elif reason == "max_epochs" and not incremental:
+            warn_user(
+                f"Maximum number of epochs ({self.max_epochs}) reached and the "
+                "optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
+
+    def _forget_fit(self):
+        """Leave the estimator unfitted (after an error that leaves no model)."""
+        for name in ("module_", "training_state_", "optimizer_", "scheduler_"):
+            self.__dict__.pop(name, None)
+
+    def _parameters_finite(self):
+        flags = [torch.isfinite(p).all() for p in self.module_.parameters()]
+        return bool(torch.stack(flags).all()) if flags else True
