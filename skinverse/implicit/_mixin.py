@@ -205,9 +205,9 @@ class _ImplicitMixin:
         Returns
         -------
         A : ndarray of shape (hidden_size, hidden_size)
-        B : ndarray of shape (hidden_size, n_features_in_)
-        C : ndarray of shape (n_outputs_, hidden_size)
-        D : ndarray of shape (n_outputs_, n_features_in_)
+        B : ndarray of shape (hidden_size, n_features)
+        C : ndarray of shape (n_outputs, hidden_size)
+        D : ndarray of shape (n_outputs, n_features)
             Zero when ``fit_D=False``.
         """
         check_is_fitted(self)
