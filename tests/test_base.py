@@ -14,7 +14,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from skinverse.callbacks import Callback
 from skinverse.exceptions import DivergenceWarning, TrainingInterruptedWarning
-from skinverse.utils._testing import TorchMLPClassifier, TorchMLPRegressor
+from skinverse.utils._testing import RaiseAt, TorchMLPClassifier, TorchMLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -39,17 +39,6 @@ class Recorder(Callback):
     def on_epoch_end(self, estimator, logs):
         self.states.append(_weights(estimator))
         self.logs.append(dict(logs))
-
-
-class RaiseAt(Callback):
-    """Raises KeyboardInterrupt at the end of a given epoch."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, estimator, logs):
-        if logs["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------- determinism

@@ -28,7 +28,7 @@ from skinverse.imnn import IMNNTransformer
 from skinverse.operators import Blur, MatrixOperator, gaussian_kernel
 from skinverse.rim import RIMRegressor
 from skinverse.unrolled import UnrolledRegressor
-from skinverse.utils._testing import TorchMLPRegressor
+from skinverse.utils._testing import RaiseAt, TorchMLPRegressor
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning",
@@ -125,17 +125,6 @@ def _same_model(case, a, b, seed=0, atol=1e-6):
     X, _, kwargs = case.data(seed)
     np.testing.assert_allclose(case.out(a, X, kwargs), case.out(b, X, kwargs), rtol=0,
                                atol=atol)
-
-
-class RaiseAt(Callback):
-    """A KeyboardInterrupt at the end of epoch ``epoch`` (as Ctrl-C or a pre-emption)."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def on_epoch_end(self, estimator, logs):
-        if logs["epoch"] == self.epoch:
-            raise KeyboardInterrupt
 
 
 def _files(directory):
@@ -309,7 +298,7 @@ def test_two_operators_give_two_checkpoints(tmp_path):
 
 _WORKER = """
 import sys, numpy as np
-from skinverse.utils._testing import TorchMLPRegressor
+from skinverse.utils._testing import RaiseAt, TorchMLPRegressor
 rng = np.random.RandomState(0)
 X = rng.uniform(-1, 1, size=(400, 4)); y = np.sin(2 * X[:, 0])
 est = TorchMLPRegressor(hidden_layer_sizes=(16,), max_epochs=15, random_state=0,

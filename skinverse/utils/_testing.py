@@ -5,7 +5,7 @@ They prove the base on its own: a plain multilayer perceptron behind each head.
 
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from .._base import BaseTorchEstimator, ClassifierHead, RegressorHead, shared_params
+from .._base import BaseTorchEstimator, Callback, ClassifierHead, RegressorHead, shared_params
 from ..nn import MLP
 
 
@@ -85,3 +85,15 @@ def data_parallel_worker(rank, world_size, init_method, out_path, params):
             pickle.dump({k: v.numpy() for k, v in est.module_.state_dict().items()}, handle)
     finally:
         torch.distributed.destroy_process_group()
+
+
+class RaiseAt(Callback):
+    """A callback raising ``KeyboardInterrupt`` at the end of epoch ``epoch`` (Ctrl-C or a
+    pre-emption, for tests of interruption and resumption)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, estimator, logs):
+        if logs["epoch"] == self.epoch:
+            raise KeyboardInterrupt
