@@ -493,3 +493,42 @@ def test_a_users_module_keeps_its_initialisation():
     IMNNTransformer(model=model, max_epochs=1, callbacks=[seen], random_state=0).fit(X, y)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(seen.weights[key], value, rtol=0, atol=0)
+
+
+def test_ema_with_early_stopping_returns_the_best_averaged_weights():
+    class Candidates(Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_end(self, estimator, logs):
+            self.weights.append({k: v.clone() for k, v in
+                                 estimator.training_state_.candidate().items()})
+
+    seen = Candidates()
+    X, y = _deblurring()
+    rim = RIMRegressor(operator=_BLUR, noise_std=0.05, n_steps=2, hidden_size=8,
+                       batch_size=20, ema_decay=0.7, early_stopping=True,
+                       n_iter_no_change=100, max_epochs=8, learning_rate=0.1,
+                       random_state=0, callbacks=[seen]).fit(X, y)
+    best = int(np.argmax(rim.validation_scores_))
+    for key, value in rim.module_.state_dict().items():  # the EMA shadow of the best epoch
+        torch.testing.assert_close(value, seen.weights[best][key], rtol=0, atol=0)
+    assert best < rim.n_iter_ - 1  # so the rule is seen choosing: not the last shadow
+
+
+def test_a_link_at_the_checkpoint_path_is_replaced_not_followed(tmp_path):
+    from skinverse._base._checkpoint import Checkpointer
+
+    X, y = _regression()
+    est = TorchMLPRegressor(max_epochs=1, random_state=0, checkpoint_dir=tmp_path / "ckpt")
+    path = Checkpointer(tmp_path / "ckpt", est, est._validate_fit_data(X, y, reset=True)).path
+    path.parent.mkdir(parents=True)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    path.symlink_to(outside)
+    with pytest.raises(CheckpointError):  # the link's target is not a checkpoint
+        est.fit(X, y)
+    path.unlink()
+    (path.parent / "state.safetensors.tmp").symlink_to(outside)  # the old fixed name
+    est.fit(X, y)
+    assert outside.read_text() == "keep me" and not path.is_symlink()
