@@ -32,7 +32,7 @@ def _residual(fz, z):
     return diff / fz.abs().amax(dim=1).clamp_min(1.0)
 
 
-def picard_reference(f, z0, *, context=(), max_iter, tol, check_every=2):
+def picard_reference(f, z0, *, context=(), max_iter, tol, check_every=2, independent=True):
     r"""Picard iteration :math:`z_{k+1} = f(z_k)` with per-sample convergence.
 
     Each sample stops at the first iterate whose residual is below ``tol`` (its result
@@ -56,6 +56,9 @@ def picard_reference(f, z0, *, context=(), max_iter, tol, check_every=2):
     check_every : int, default=2
         Test convergence every this many iterations (and at ``max_iter``): the test costs
         about as much as an iteration of a small model.
+    independent : bool, default=True
+        Accepted for the fast solvers' signature; the result is always independent of
+        the batch here.
 
     Returns
     -------
@@ -97,7 +100,7 @@ def picard_reference(f, z0, *, context=(), max_iter, tol, check_every=2):
 
 
 def anderson_reference(f, z0, *, context=(), max_iter, tol, memory=5, regularization=1e-4,
-                       beta=1.0):
+                       beta=1.0, independent=True):
     r"""Anderson acceleration (type II) of :math:`z = f(z)`, batched over samples.
 
     The next iterate mixes the last ``memory`` evaluations with weights :math:`\alpha` that
@@ -120,6 +123,8 @@ def anderson_reference(f, z0, *, context=(), max_iter, tol, memory=5, regulariza
         Tikhonov term of the small least-squares problem.
     beta : float, default=1.0
         Mixing parameter (1 uses the images ``f(z_i)`` only).
+    independent : bool, default=True
+        Accepted for the fast solvers' signature and ignored.
 
     Returns
     -------
