@@ -102,8 +102,12 @@ def main(argv=None):
                        "fit MB (peak - before)", "x ref memory", "x ref time", "PSNR dB"])
     for name, res in results.items():
         minutes = res["seconds_per_image_epoch"] * 400 * 50 / 60
-        print(f"{name}: 400 images x 50 epochs (the defaults) would take ~{minutes:.0f} min "
-              f"on {args.threads} thread(s) at this rate")
+        res["extrapolated_minutes_400_images_50_epochs"] = minutes
+        res["extrapolated_fit_mb_batch_200"] = res["fit_memory_mb"] / res["batch_size"] * 200
+        print(f"{name}: 400 images x 50 epochs (the defaults) ~{minutes:.0f} min on "
+              f"{args.threads} thread(s) at this rate; fit memory at batch 200 (the default "
+              f"batch for 400 images) ~{res['extrapolated_fit_mb_batch_200']:.0f} MB "
+              "(linear in the batch)")
     write_json("bench_unrolled_memory", {"settings": vars(args), "results": results},
                args.output)
 

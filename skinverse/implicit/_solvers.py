@@ -168,10 +168,8 @@ def anderson_reference(f, z0, *, context=(), max_iter, tol, memory=5, regulariza
     return best, SolverStats(iterations, float(best_res.max()), float(converged.float().mean()))
 
 
-
-
-def _tracker(z0):
-    """Per-sample record of the first iterate that met the tolerance."""
+def _tracker():
+    """Per-sample record of the first iterate that met the tolerance (filled by _check)."""
     return {"out": None, "res": None, "done": None}
 
 
@@ -238,7 +236,7 @@ def picard(f, z0, *, context=(), max_iter, tol, check_every=3, independent=True)
     z : Tensor of shape (batch, n)
     stats : SolverStats
     """
-    state, z = _tracker(z0), z0
+    state, z = _tracker(), z0
     iterations = 0
     for iterations in range(1, max_iter + 1):
         fz = f(z, *context)
@@ -322,7 +320,7 @@ def anderson(f, z0, *, context=(), max_iter, tol, memory=1, regularization=1e-6,
 
 def _anderson_one(f, z0, context, max_iter, tol, check_every, independent):
     """:func:`anderson` with ``memory=1``, in closed form."""
-    state, z = _tracker(z0), z0
+    state, z = _tracker(), z0
     tiny = torch.finfo(z0.dtype).tiny
     f_prev = g_prev = None
     iterations = 0
@@ -352,7 +350,7 @@ def _anderson_ring(f, z0, context, max_iter, tol, slots, regularization, check_e
     H = z0.new_zeros(batch, slots, slots)
     ones = z0.new_ones(batch, slots, 1)
     tiny = torch.finfo(z0.dtype).tiny ** 0.5
-    state, z = _tracker(z0), z0
+    state, z = _tracker(), z0
     iterations = 0
     for iterations in range(1, max_iter + 1):
         fz = f(z, *context)
