@@ -274,13 +274,15 @@ def anderson(f, z0, *, context=(), max_iter, tol, memory=1, regularization=1e-6,
         z_{k+1} = f(z_k) - \gamma \bigl(f(z_k) - f(z_{k-1})\bigr), \qquad
         \gamma = \frac{\langle g_k, g_k - g_{k-1} \rangle}{\|g_k - g_{k-1}\|_2^2},
 
-
     eight elementwise operations per iteration and no linear solve. For ``memory > 1``
     the history lives in preallocated ``(batch, m + 1, n)`` ring buffers; each iteration
     adds one row and column to :math:`G G^\top` and solves the batch of small systems in
     one call. On a CPU with ``n`` and the batch near 100, that call and the batched small
     products cost about four Picard steps, which the extra memory does not win back:
-    ``memory=1`` is the default.
+    ``memory=1`` is the default. From a cold start on a digits model it needs a third of
+    Picard's iterations (1.6x less time); in training, where warm-started solves need
+    only 4-12 iterations at the training tolerance, about half the iterations for the
+    same time.
 
     Parameters
     ----------
