@@ -16,6 +16,11 @@ Rows:
   to the MLP is the floor the estimator can approach on this machine.
 
     python benchmarks/bench_implicit.py [--seeds 5] [--threads 1] [--solver-tol 1e-4 1e-3]
+                                        [--solvers anderson picard]
+
+Each ImplicitClassifier row reports the forward and adjoint solver iterations per training
+step (mean over the epochs). Peers (torchidl, torchdeq, skorch) are compared in
+``bench_peers.py``.
 
 Targets: accuracy >= 0.975; fit time <= 2x the MLP's.
 """
@@ -144,6 +149,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--solver-tol", type=float, nargs="+", default=[1e-4, 1e-3])
+    parser.add_argument("--solvers", nargs="+", default=["anderson", "picard"],
+                        help="rows at the defaults for each solver (the first is the default)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -160,9 +167,9 @@ def main(argv=None):
         return MLPClassifier((HIDDEN,), max_iter=EPOCHS, batch_size=BATCH, alpha=alpha,
                              learning_rate_init=learning_rate, random_state=seed)
 
-    def implicit(seed, learning_rate=1e-3, alpha=0.0, solver_tol=1e-4):
+    def implicit(seed, learning_rate=1e-3, alpha=0.0, solver_tol=1e-4, solver="anderson"):
         return ImplicitClassifier(hidden_size=HIDDEN, max_epochs=EPOCHS, batch_size=BATCH,
-                                  learning_rate=learning_rate, alpha=alpha,
+                                  learning_rate=learning_rate, alpha=alpha, solver=solver,
                                   solver_tol=solver_tol, random_state=seed, device="cpu")
 
     mlp_grid = {"learning_rate_init": GRID["learning_rate"], "alpha": GRID["alpha"]}
@@ -176,36 +183,44 @@ def main(argv=None):
         "sklearn MLPClassifier (CV-tuned)": lambda seed: mlp(seed, **mlp_best),
     }
     for tol in args.solver_tol:
-        makers[f"ImplicitClassifier tol={tol:g} (defaults)"] = (
-            lambda seed, tol=tol: implicit(seed, solver_tol=tol))
+        for solver in args.solvers:
+            makers[f"ImplicitClassifier {solver} tol={tol:g} (defaults)"] = (
+                lambda seed, tol=tol, solver=solver: implicit(seed, solver_tol=tol,
+                                                              solver=solver))
         makers[f"ImplicitClassifier tol={tol:g} (CV-tuned)"] = (
             lambda seed, tol=tol: implicit(seed, solver_tol=tol, **imp_best))
         makers[f"hand-written torch loop tol={tol:g} (CV-tuned)"] = (
             lambda seed, tol=tol: HandWrittenImplicit(seed, tol=tol, **imp_best))
     run(lambda: implicit(0), *data)  # warm-up (torch start-up costs)
-    results = {name: {"accuracy": [], "seconds": [], "forward_iterations": []} for name in makers}
+    results = {name: {"accuracy": [], "seconds": [], "forward_iterations": [],
+                      "adjoint_iterations": []} for name in makers}
     for seed in range(args.seeds):
         for name, make in makers.items():
             accuracy, seconds, est = run(lambda: make(seed), *data)
             results[name]["accuracy"].append(accuracy)
             results[name]["seconds"].append(seconds)
-            if hasattr(est, "forward_iterations_"):
-                results[name]["forward_iterations"].append(est.forward_iterations_[-1])
+            if hasattr(est, "forward_iterations_"):  # per training step, over the epochs
+                results[name]["forward_iterations"].append(
+                    statistics.mean(est.forward_iterations_))
+                results[name]["adjoint_iterations"].append(
+                    statistics.mean(est.backward_iterations_))
     mlp_time = statistics.mean(results["sklearn MLPClassifier (defaults)"]["seconds"])
     rows = []
     for name, res in results.items():
         res["mean_accuracy"] = statistics.mean(res["accuracy"])
         res["mean_seconds"] = statistics.mean(res["seconds"])
         res["time_ratio_to_mlp"] = res["mean_seconds"] / mlp_time
-        iters = res["forward_iterations"]
+        iters, adjoint = res["forward_iterations"], res["adjoint_iterations"]
         rows.append({
             "model": name,
             "accuracy": f"{res['mean_accuracy']:.4f}",
             "fit s": f"{res['mean_seconds']:.3f}",
             "x MLP time": f"{res['time_ratio_to_mlp']:.2f}",
-            "fwd iters (last epoch)": f"{statistics.mean(iters):.1f}" if iters else "-",
+            "fwd it/step": f"{statistics.mean(iters):.1f}" if iters else "-",
+            "adj it/step": f"{statistics.mean(adjoint):.1f}" if adjoint else "-",
         })
-    print_table(rows, ["model", "accuracy", "fit s", "x MLP time", "fwd iters (last epoch)"])
+    print_table(rows, ["model", "accuracy", "fit s", "x MLP time", "fwd it/step",
+                       "adj it/step"])
     for tol in args.solver_tol:
         ours = results[f"ImplicitClassifier tol={tol:g} (CV-tuned)"]["mean_seconds"]
         hand = results[f"hand-written torch loop tol={tol:g} (CV-tuned)"]["mean_seconds"]

@@ -1,9 +1,16 @@
 r"""Fixed-point solvers for the equilibrium :math:`z = f(z)`, as pure functions.
 
 Each forward solver takes a batched map ``f`` (rows are samples), an initial point, and
-returns ``(z, stats)``: the lowest-residual iterate of every sample and a
-:class:`SolverStats`. The residual of a sample is the relative sup-norm
-:math:`\|f(z) - z\|_\infty / \max(1, \|z\|_\infty)`.
+returns ``(z, stats)``: an iterate of every sample and a :class:`SolverStats`. The
+residual of a sample is the relative sup-norm
+:math:`\|f(z) - z\|_\infty / \max(1, \|f(z)\|_\infty)`.
+
+:func:`picard` and :func:`anderson` are the fast solvers the model uses: they iterate the
+whole batch, test convergence only every ``check_every`` iterations (each test is one
+device-to-host synchronisation) and keep every sample's first converged iterate, so that
+with ``independent=True`` a sample's result does not depend on the rest of its batch.
+:func:`picard_reference` and :func:`anderson_reference` are the plain versions the tests
+compare them with.
 """
 
 from dataclasses import dataclass
@@ -25,7 +32,7 @@ def _residual(fz, z):
     return diff / fz.abs().amax(dim=1).clamp_min(1.0)
 
 
-def picard(f, z0, *, context=(), max_iter, tol, check_every=2):
+def picard_reference(f, z0, *, context=(), max_iter, tol, check_every=2, independent=True):
     r"""Picard iteration :math:`z_{k+1} = f(z_k)` with per-sample convergence.
 
     Each sample stops at the first iterate whose residual is below ``tol`` (its result
@@ -49,6 +56,9 @@ def picard(f, z0, *, context=(), max_iter, tol, check_every=2):
     check_every : int, default=2
         Test convergence every this many iterations (and at ``max_iter``): the test costs
         about as much as an iteration of a small model.
+    independent : bool, default=True
+        Accepted for the fast solvers' signature; the result is always independent of
+        the batch here.
 
     Returns
     -------
@@ -89,8 +99,8 @@ def picard(f, z0, *, context=(), max_iter, tol, check_every=2):
     return out, SolverStats(iterations, float(residual.max()), float(converged.float().mean()))
 
 
-def anderson(f, z0, *, context=(), max_iter, tol, memory=5, regularization=1e-4,
-             beta=1.0):
+def anderson_reference(f, z0, *, context=(), max_iter, tol, memory=5, regularization=1e-4,
+                       beta=1.0, independent=True):
     r"""Anderson acceleration (type II) of :math:`z = f(z)`, batched over samples.
 
     The next iterate mixes the last ``memory`` evaluations with weights :math:`\alpha` that
@@ -113,6 +123,8 @@ def anderson(f, z0, *, context=(), max_iter, tol, memory=5, regularization=1e-4,
         Tikhonov term of the small least-squares problem.
     beta : float, default=1.0
         Mixing parameter (1 uses the images ``f(z_i)`` only).
+    independent : bool, default=True
+        Accepted for the fast solvers' signature and ignored.
 
     Returns
     -------
@@ -156,4 +168,215 @@ def anderson(f, z0, *, context=(), max_iter, tol, memory=5, regularization=1e-4,
     return best, SolverStats(iterations, float(best_res.max()), float(converged.float().mean()))
 
 
+def _tracker():
+    """Per-sample record of the first iterate that met the tolerance (filled by _check)."""
+    return {"out": None, "res": None, "done": None}
+
+
+def _check(state, fz, g, tol, *, final, independent):
+    """Record the iterate ``fz`` of residual ``g = fz - z``; return True when all converged.
+
+    One host synchronisation. With ``independent``, a sample that converged keeps the
+    iterate at which it first did, so its result does not depend on when its batch-mates
+    converge; at ``final`` the samples still open take their last iterate.
+    """
+    res = g.abs().amax(dim=1).div_(fz.abs().amax(dim=1).clamp_min_(1.0))
+    converged = res <= tol
+    n_converged = int(converged.sum())
+    everything = n_converged == len(res)
+    if state["done"] is None:  # nothing recorded yet: no masking needed
+        if everything or final or not independent:
+            state["out"], state["res"] = fz, res
+        elif n_converged:
+            state["out"], state["res"], state["done"] = fz, res, converged
+        return everything
+    if not independent:
+        state["out"], state["res"] = fz, res
+        return everything
+    take = ~state["done"] if everything or final else converged & ~state["done"]
+    state["out"] = torch.where(take[:, None], fz, state["out"])
+    state["res"] = torch.where(take, res, state["res"])
+    state["done"] = state["done"] | converged
+    return bool(state["done"].all()) if not everything else True
+
+
+def _stats(state, iterations, tol):
+    res = state["res"]
+    return SolverStats(iterations, float(res.max()), float((res <= tol).float().mean()))
+
+
+def picard(f, z0, *, context=(), max_iter, tol, check_every=3, independent=True):
+    r"""Picard iteration :math:`z_{k+1} = f(z_k)` with a sparse convergence test.
+
+    The whole batch iterates (no per-sample compaction: for small models the bookkeeping
+    costs more than the rows it saves); convergence is tested every ``check_every``
+    iterations and at ``max_iter``, each test being one host synchronisation.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(z, *context)`` returns the map applied to the rows ``z``.
+    z0 : Tensor of shape (batch, n)
+        Starting point.
+    context : tuple of Tensor, default=()
+        Per-sample tensors ``f`` needs (first dimension ``batch``).
+    max_iter : int
+        Maximum number of iterations.
+    tol : float
+        Tolerance on the relative sup-norm residual.
+    check_every : int, default=3
+        Iterations between convergence tests.
+    independent : bool, default=True
+        Keep each sample's first converged iterate, so its result does not depend on the
+        batch; ``False`` returns the last iterate of every sample (training, where only
+        the tolerance matters, saves the bookkeeping).
+
+    Returns
+    -------
+    z : Tensor of shape (batch, n)
+    stats : SolverStats
+    """
+    state, z = _tracker(), z0
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        fz = f(z, *context)
+        final = iterations == max_iter
+        if iterations % check_every == 0 or final:
+            if _check(state, fz, fz - z, tol, final=final, independent=independent):
+                break
+        z = fz
+    return state["out"], _stats(state, iterations, tol)
+
+
+def anderson(f, z0, *, context=(), max_iter, tol, memory=1, regularization=1e-6,
+             check_every=2, independent=True):
+    r"""Anderson acceleration (type II) of :math:`z = f(z)`, batched over samples.
+
+    With :math:`g_i = f(z_i) - z_i` the residuals of the last :math:`m + 1` iterates
+    (``memory`` :math:`= m`), each sample's next iterate is
+
+    .. math::
+
+        z_{k+1} = \sum_i \alpha_i f(z_i), \qquad
+        \alpha = \frac{H^{-1} \mathbf 1}{\mathbf 1^\top H^{-1} \mathbf 1}, \qquad
+        H = G G^\top + \lambda \operatorname{diag}(G G^\top) + \epsilon I,
+
+    the minimiser of :math:`\|\sum_i \alpha_i g_i\|_2` subject to
+    :math:`\sum_i \alpha_i = 1` (Walker & Ni, 2011), :math:`G` stacking the :math:`g_i`,
+    :math:`\lambda` a relative ridge (``regularization``) and :math:`\epsilon` a tiny
+    one that keeps :math:`H` definite once a sample's residuals vanish. The mixing
+    weights are per sample, so a sample's iterates never depend on its batch-mates.
+
+    For ``memory=1`` the weights have the closed form
+
+    .. math::
+
+        z_{k+1} = f(z_k) - \gamma \bigl(f(z_k) - f(z_{k-1})\bigr), \qquad
+        \gamma = \frac{\langle g_k, g_k - g_{k-1} \rangle}{\|g_k - g_{k-1}\|_2^2},
+
+    eight elementwise operations per iteration and no linear solve. For ``memory > 1``
+    the history lives in preallocated ``(batch, m + 1, n)`` ring buffers; each iteration
+    adds one row and column to :math:`G G^\top` and solves the batch of small systems in
+    one call. On a CPU with ``n`` and the batch near 100, that call and the batched small
+    products cost about four Picard steps, which the extra memory does not win back:
+    ``memory=1`` is the default. From a cold start on a digits model it needs a third of
+    Picard's iterations (1.6x less time); in training, where warm-started solves need
+    only 4-12 iterations at the training tolerance, about half the iterations for the
+    same time.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(z, *context)`` as for :func:`picard`.
+    z0 : Tensor of shape (batch, n)
+    context : tuple of Tensor, default=()
+    max_iter, tol : int, float
+        As for :func:`picard`.
+    memory : int, default=1
+        Number :math:`m` of past residual differences used.
+    regularization : float, default=1e-6
+        Relative ridge :math:`\lambda` on the diagonal of :math:`G G^\top` (``memory >
+        1``).
+    check_every : int, default=2
+        Iterations between convergence tests.
+    independent : bool, default=True
+        As for :func:`picard`.
+
+    Returns
+    -------
+    z : Tensor of shape (batch, n)
+    stats : SolverStats
+
+    References
+    ----------
+    H. F. Walker, P. Ni, "Anderson acceleration for fixed-point iterations", SIAM J.
+    Numer. Anal. 49(4), 1715-1735, 2011.
+    """
+    if memory < 1:
+        raise ValueError(f"memory must be >= 1, got {memory}.")
+    if memory == 1:
+        return _anderson_one(f, z0, context, max_iter, tol, check_every, independent)
+    return _anderson_ring(f, z0, context, max_iter, tol, memory + 1, regularization,
+                          check_every, independent)
+
+
+def _anderson_one(f, z0, context, max_iter, tol, check_every, independent):
+    """:func:`anderson` with ``memory=1``, in closed form."""
+    state, z = _tracker(), z0
+    tiny = torch.finfo(z0.dtype).tiny
+    f_prev = g_prev = None
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        fz = f(z, *context)
+        g = fz - z
+        final = iterations == max_iter
+        if iterations % check_every == 0 or final:
+            if _check(state, fz, g, tol, final=final, independent=independent):
+                break
+        if g_prev is None:
+            z, f_prev, g_prev = fz, fz, g
+            continue
+        dg = g - g_prev
+        gamma = torch.linalg.vecdot(g, dg).div_(torch.linalg.vecdot(dg, dg).clamp_min_(tiny))
+        z = torch.addcmul(fz, gamma[:, None], fz - f_prev, value=-1)
+        f_prev, g_prev = fz, g
+    return state["out"], _stats(state, iterations, tol)
+
+
+def _anderson_ring(f, z0, context, max_iter, tol, slots, regularization, check_every,
+                   independent):
+    """:func:`anderson` with ``memory > 1``: ring buffers and a batched small solve."""
+    batch, n = z0.shape
+    F = z0.new_zeros(batch, slots, n)
+    G = z0.new_zeros(batch, slots, n)
+    H = z0.new_zeros(batch, slots, slots)
+    ones = z0.new_ones(batch, slots, 1)
+    tiny = torch.finfo(z0.dtype).tiny ** 0.5
+    state, z = _tracker(), z0
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        fz = f(z, *context)
+        slot = (iterations - 1) % slots
+        F[:, slot] = fz
+        g = torch.sub(fz, z, out=G[:, slot])
+        final = iterations == max_iter
+        if iterations % check_every == 0 or final:
+            if _check(state, fz, g, tol, final=final, independent=independent):
+                break
+        row = torch.bmm(G, g[:, :, None])[:, :, 0]  # g . g_j for every slot j
+        H[:, :, slot] = row
+        row[:, slot].mul_(1 + regularization).add_(tiny)
+        H[:, slot] = row
+        used = min(iterations, slots)
+        if used == 1:
+            z = fz
+            continue
+        system = H if used == slots else H[:, :used, :used]
+        weights = torch.linalg.solve_ex(system, ones[:, :used])[0][:, :, 0]
+        weights = weights / weights.sum(dim=1, keepdim=True)
+        z = torch.bmm(weights[:, None], F[:, :used])[:, 0]
+    return state["out"], _stats(state, iterations, tol)
+
+
 SOLVERS = {"picard": picard, "anderson": anderson}
+REFERENCE_SOLVERS = {"picard": picard_reference, "anderson": anderson_reference}

@@ -115,13 +115,26 @@ class LinearOperator:
             cache[key] = math.sqrt(value)
         return math.sqrt(value)
 
-    def solve_normal(self, b, lam=0.0, x0=None, max_iter=50, tol=1e-6, **params):
+    def solve_normal(self, b, lam=0.0, x0=None, max_iter=50, tol=1e-6, *,
+                     differentiate="unrolled", **params):
         r"""Conjugate gradients for :math:`(A^H A + \lambda I) x = b`, batched.
 
         ``lam`` may be a tensor (learnable, broadcast per sample). Returns
         ``(x, n_iter)``; each sample stops moving once its relative residual is below
-        ``tol``. Autograd differentiates through the iterations.
+        ``tol``.
+
+        ``differentiate`` chooses the gradient: 'unrolled' lets autograd differentiate
+        through the iterations (memory grows with ``max_iter``); 'implicit' differentiates
+        the solution :math:`x = M^{-1} b`, :math:`M = A^H A + \lambda I`, with a second CG
+        solve of the same system in the backward pass (memory flat in ``max_iter``, see
+        :func:`conjugate_gradient_implicit`).
         """
+        if differentiate == "implicit":
+            return conjugate_gradient_implicit(lambda v: self.normal(v, **params), b, lam, x0,
+                                               max_iter, tol)
+        if differentiate != "unrolled":
+            raise ValueError(
+                f"differentiate must be 'unrolled' or 'implicit', got {differentiate!r}.")
         return conjugate_gradient(lambda v: self.normal(v, **params) + lam * v, b, x0,
                                   max_iter, tol)
 
@@ -173,6 +186,84 @@ def conjugate_gradient(apply, b, x0=None, max_iter=50, tol=1e-6):
         p = r + beta.reshape(shape) * p
         rs = rs_new
     return x, n_iter
+
+
+class _ImplicitNormalSolve(torch.autograd.Function):
+    """:math:`x = (N + \\lambda I)^{-1} b` by CG, differentiated by a second CG solve."""
+
+    @staticmethod
+    def forward(ctx, b, lam, x0, normal, max_iter, tol, counts):
+        def apply(v):
+            return normal(v) + lam * v
+
+        x, n_iter = conjugate_gradient(apply, b, x0, max_iter, tol)
+        ctx.save_for_backward(x, lam)
+        ctx.normal, ctx.max_iter, ctx.tol = normal, max_iter, tol
+        counts.append(n_iter)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, lam = ctx.saved_tensors
+        # M is Hermitian, so the adjoint solve is a solve with M itself.
+        w, _ = conjugate_gradient(lambda v: ctx.normal(v) + lam * v, grad, None,
+                                  ctx.max_iter, ctx.tol)
+        grad_lam = None
+        if ctx.needs_input_grad[1]:  # dx/dlam = -M^{-1} x
+            per_sample = -_inner(w, x)
+            grad_lam = (per_sample.sum().reshape(lam.shape) if lam.numel() == 1
+                        else per_sample.reshape(lam.shape))
+        return (w if ctx.needs_input_grad[0] else None, grad_lam, None, None, None, None,
+                None)
+
+
+def conjugate_gradient_implicit(normal, b, lam=0.0, x0=None, max_iter=50, tol=1e-6):
+    r"""Conjugate gradients for :math:`M x = b`, :math:`M = N + \lambda I`, with an
+    implicit (memory-flat) gradient.
+
+    The forward solve runs without autograd. With :math:`M` Hermitian positive definite,
+    the solution :math:`x = M^{-1} b` has the vector-Jacobian products
+
+    .. math::
+
+        \bar b = M^{-1} \bar x, \qquad
+        \bar\lambda = -\operatorname{Re} \langle \bar b, x \rangle,
+
+    so the backward pass is one more CG solve of the same system, and nothing of the
+    iterations is kept: the memory is that of :math:`x`, whatever ``max_iter``. Both are
+    exact for the exact solution; with a truncated solve they differ from the gradient of
+    the truncated iterations (what autograd through :func:`conjugate_gradient` gives) by
+    about the solves' residual. ``x0`` only warm-starts the solve and receives no
+    gradient; tensors that ``normal`` closes over (coil maps, masks) receive none either.
+
+    Parameters
+    ----------
+    normal : callable
+        :math:`v \mapsto N v`, Hermitian positive semi-definite, on tensors shaped like
+        ``b``.
+    b : Tensor of shape (batch, ...)
+        Right-hand sides.
+    lam : float or Tensor, default=0.0
+        :math:`\lambda`: a scalar or a per-sample tensor broadcasting against ``b``;
+        differentiable.
+    x0 : Tensor or None, default=None
+        Starting point of the forward solve.
+    max_iter, tol : int, float
+        As for :func:`conjugate_gradient`, for both solves.
+
+    Returns
+    -------
+    x : Tensor
+        The solution.
+    n_iter : int
+        Iterations of the forward solve.
+    """
+    if not torch.is_tensor(lam):
+        lam = torch.tensor(float(lam), dtype=b.real.dtype, device=b.device)
+    counts = []
+    x0 = None if x0 is None else x0.detach()
+    x = _ImplicitNormalSolve.apply(b, lam, x0, normal, max_iter, tol, counts)
+    return x, counts[0]
 
 
 def adjoint_test(operator, batch=2, generator=None, dtype=torch.float64, device=None):

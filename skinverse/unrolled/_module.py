@@ -8,8 +8,12 @@ conjugate gradients (DeepInPy's System, Model and Optimisation blocks).
   :math:`\|A x - y\| \le \epsilon`, by ADMM;
 * ``'resnet'``: :math:`x = D(A^H y)`.
 
-:math:`\lambda` and :math:`\eta` are kept positive by a softplus. Gradients flow through the
-unrolled conjugate-gradient iterations.
+:math:`\lambda` and :math:`\eta` are kept positive by a softplus. The conjugate-gradient
+solves of :math:`(A^H A + \lambda I) x = b` are differentiated implicitly by default (a
+second CG solve in the backward pass, so training memory does not grow with
+``cg_max_iter``: :func:`~skinverse.operators._base.conjugate_gradient_implicit`);
+``UnrolledModule.cg_backward = 'unrolled'`` back-propagates through the iterations
+instead (the reference).
 """
 
 import math
@@ -17,6 +21,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def _softplus_inverse(value):
@@ -60,7 +65,7 @@ class UnrolledModule(nn.Module):
         image = x[:, None] if flat else x
         inputs = torch.stack([image.real, image.imag], dim=1)
         if self.autocast_dtype is None:
-            out = net(inputs)
+            out = self._run(net, inputs)
         else:  # the denoiser in low precision; data consistency stays in full precision
             with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
                 out = net(inputs)
@@ -68,9 +73,26 @@ class UnrolledModule(nn.Module):
         out = torch.complex(out[:, 0], out[:, 1])
         return out[:, 0] if flat else out
 
+    #: How the CG solves are differentiated: 'implicit' (one more CG solve in the
+    #: backward pass, memory flat in cg_max_iter) or 'unrolled' (autograd through the
+    #: iterations, the reference). A class attribute so that modules pickled before it
+    #: existed still load.
+    cg_backward = "implicit"
+
+    #: Recompute each denoiser's activations in the backward pass instead of keeping them
+    #: (torch.utils.checkpoint): training memory of one denoiser call instead of
+    #: ``n_unrolls``, for one more denoiser forward per unroll.
+    checkpoint_denoiser = False
+
+    def _run(self, net, inputs):
+        if self.checkpoint_denoiser and torch.is_grad_enabled() and self.training:
+            return checkpoint(net, inputs, use_reentrant=False)
+        return net(inputs)
+
     def _solve(self, operator, b, lam, x0, params):
         x, n_iter = operator.solve_normal(b, lam, x0=x0, max_iter=self.cg_max_iter,
-                                          tol=self.cg_tol, **params)
+                                          tol=self.cg_tol, differentiate=self.cg_backward,
+                                          **params)
         self.cg_iterations.append(n_iter)
         return x
 

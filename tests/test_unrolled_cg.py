@@ -1,0 +1,110 @@
+"""Implicit differentiation of the CG data-consistency solve against autograd through the
+iterations, finite differences (gradcheck) and the memory autograd keeps."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from skinverse.datasets import make_cartesian_mask, make_coil_maps
+from skinverse.operators import MultiCoilMRI
+from skinverse.operators._base import conjugate_gradient, conjugate_gradient_implicit
+from skinverse.unrolled._module import UnrolledModule
+
+
+def _mri(size=8, coils=3):
+    maps = make_coil_maps(coils, (size, size), random_state=0)
+    mask = make_cartesian_mask((size, size), 2, random_state=0)
+    return MultiCoilMRI(maps, mask).to(dtype=torch.float64)
+
+
+def _complex(shape, seed):
+    rng = np.random.RandomState(seed)
+    return torch.as_tensor(rng.normal(size=shape) + 1j * rng.normal(size=shape))
+
+
+def _loss(x, weights):
+    return (weights.conj() * x).real.sum() + 0.5 * x.abs().pow(2).sum()
+
+
+@pytest.mark.parametrize("lam_shape", [(), (2, 1, 1)])
+def test_implicit_gradient_equals_autograd_through_converged_cg(lam_shape):
+    op = _mri()
+    b = _complex((2, 8, 8), 0).requires_grad_()
+    lam = torch.full(lam_shape, 0.3, dtype=torch.float64, requires_grad=True)
+    weights = _complex((2, 8, 8), 1)
+    grads = {}
+    for how in ("unrolled", "implicit"):
+        x, _ = op.solve_normal(b, lam, max_iter=200, tol=1e-14, differentiate=how)
+        grads[how] = torch.autograd.grad(_loss(x, weights), (b, lam))
+    for got, expected in zip(grads["implicit"], grads["unrolled"]):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
+
+
+def test_implicit_cg_passes_gradcheck():
+    op = _mri(size=4, coils=2)
+    b = _complex((2, 4, 4), 2).requires_grad_()
+    lam = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+
+    def solve(b, lam):
+        return conjugate_gradient_implicit(op.normal, b, lam, None, 200, 1e-14)[0]
+
+    assert torch.autograd.gradcheck(solve, (b, lam), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_forward_solution_and_iterations_are_those_of_plain_cg():
+    op = _mri()
+    b, x0 = _complex((2, 8, 8), 3), _complex((2, 8, 8), 4)
+    expected, n_expected = conjugate_gradient(lambda v: op.normal(v) + 0.1 * v, b, x0, 7, 1e-9)
+    x, n_iter = conjugate_gradient_implicit(op.normal, b, 0.1, x0, 7, 1e-9)
+    torch.testing.assert_close(x, expected, rtol=0, atol=0)
+    assert n_iter == n_expected == 7
+
+
+def _saved_bytes(fn):
+    """Bytes of the tensors autograd saves for backward while ``fn`` runs."""
+    total = [0]
+
+    def pack(tensor):
+        total[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0]
+
+
+def test_implicit_cg_memory_does_not_grow_with_the_iterations():
+    op = _mri()
+    b = _complex((2, 8, 8), 5).requires_grad_()
+    lam = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    saved = {(how, n): _saved_bytes(lambda: op.solve_normal(
+        b, lam, max_iter=n, tol=0.0, differentiate=how)) for how in ("unrolled", "implicit")
+        for n in (5, 20)}
+    assert saved["implicit", 5] == saved["implicit", 20] <= 2 * b.numel() * 16
+    assert saved["unrolled", 20] > 3 * saved["unrolled", 5] > 10 * saved["implicit", 5]
+
+
+def test_solve_normal_rejects_an_unknown_gradient_rule():
+    op = _mri()
+    with pytest.raises(ValueError, match="differentiate"):
+        op.solve_normal(_complex((1, 8, 8), 6), 0.1, differentiate="magic")
+
+
+def test_modl_parameter_gradients_match_the_unrolled_reference():
+    op = _mri()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 2, 3, padding=1))
+    module = UnrolledModule("modl", nn.ModuleList([net]), n_unrolls=3, lam=0.1,
+                            learn_lam=True, cg_max_iter=300, cg_tol=1e-14).double()
+    y = op.forward(_complex((2, 8, 8), 7))
+    target = _complex((2, 8, 8), 8)
+    assert module.cg_backward == "implicit"
+    grads = {}
+    for how in ("implicit", "unrolled"):
+        module.cg_backward = how
+        module.zero_grad()
+        (module(y, op, {}) - target).abs().pow(2).sum().backward()
+        grads[how] = [p.grad.clone() for p in module.parameters()]
+    for got, expected in zip(grads["implicit"], grads["unrolled"]):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
