@@ -5,7 +5,7 @@ SHARED_PARAMETERS = """\
         Maximum number of passes over the training data per ``fit`` call (with
         ``warm_start=True``, per call as well).
     batch_size : int or 'auto', default='auto'
-        Mini-batch size; ``'auto'`` is ``min(200, n_samples)``.
+        Mini-batch size; ``'auto'`` is {batch_auto}.
     learning_rate : float, default={learning_rate}
         Initial step size of the optimiser.
     optimizer : {{'adam', 'adamw', 'sgd'}}, default='adam'
@@ -105,12 +105,13 @@ SHARED_ATTRIBUTES = """\
 """
 
 
-def fill_doc(n_iter_no_change=10, **defaults):
+def fill_doc(n_iter_no_change=10, batch_auto="``min(200, n_samples)``", **defaults):
     """Class decorator: substitute ``{shared_parameters}`` and ``{shared_attributes}``
     into the docstring, with the class's own defaults shown."""
 
     def decorate(cls):
-        params = SHARED_PARAMETERS.format(n_iter_no_change=n_iter_no_change, **defaults)
+        params = SHARED_PARAMETERS.format(n_iter_no_change=n_iter_no_change,
+                                          batch_auto=batch_auto, **defaults)
         cls.__doc__ = cls.__doc__.replace("{shared_parameters}", params.strip()).replace(
             "{shared_attributes}", SHARED_ATTRIBUTES.strip()
         )
