@@ -386,3 +386,20 @@ def test_importing_skinverse_first_makes_idle_threads_wait_passively():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "ACTIVE"
+
+
+def test_validation_scores_equal_scikit_learns_metrics():
+    from sklearn.metrics import accuracy_score, r2_score
+
+    from skinverse._base._heads import r2_tensor
+
+    rng = np.random.RandomState(0)
+    y, w = rng.normal(size=(50, 3)), rng.uniform(size=50)
+    pred = y + 0.3 * rng.normal(size=(50, 3))
+    y[:, 1] = pred[:, 1] = 2.0  # a constant output predicted exactly
+    assert r2_tensor(torch.tensor(y), torch.tensor(pred), torch.tensor(w)) == pytest.approx(
+        r2_score(y, pred, sample_weight=w), rel=1e-12)
+    X, labels = rng.normal(size=(120, 4)), rng.randint(0, 3, size=120)
+    est = TorchMLPClassifier(max_epochs=2, random_state=0).fit(X, labels)
+    val = est._to_tensors(est._validate_fit_data(X, labels, reset=False))
+    assert est._validation_score(val) == pytest.approx(accuracy_score(labels, est.predict(X)))

@@ -12,7 +12,6 @@ encoding, sample and class weights, the loss, ``predict``/``predict_proba``/
 import numpy as np
 import torch
 from sklearn.base import _fit_context
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -39,6 +38,20 @@ def normalized_sample_weight(sample_weight, X, class_weight=None, y=None):
     if np.all(weights == weights[0]):
         return None
     return weights / mean
+
+
+def r2_tensor(y, pred, sample_weight=None):
+    """scikit-learn's ``r2_score`` (uniform average over outputs; a constant target scores
+    1 when predicted exactly, else 0) on tensors, with one synchronisation."""
+    y, pred = y.reshape(len(y), -1), pred.reshape(len(pred), -1).to(y.dtype)
+    w = torch.ones(len(y), 1, dtype=y.dtype, device=y.device) if sample_weight is None \
+        else sample_weight.reshape(-1, 1).to(y.dtype)
+    mean = (w * y).sum(dim=0) / w.sum()
+    num = (w * (y - pred) ** 2).sum(dim=0)
+    den = (w * (y - mean) ** 2).sum(dim=0)
+    safe = torch.where(den > 0, den, torch.ones_like(den))
+    r2 = torch.where(den > 0, 1 - num / safe, (num == 0).to(y.dtype))
+    return float(r2.mean())
 
 
 class RegressorHead:
@@ -69,10 +82,7 @@ class RegressorHead:
 
     def _validation_score(self, val):
         with torch.no_grad():
-            pred = to_numpy(self._forward(val["X"]))
-        weights = val.get("sample_weight")
-        weights = None if weights is None else to_numpy(weights)
-        return r2_score(to_numpy(val["y"]), pred, sample_weight=weights)
+            return r2_tensor(val["y"], self._forward(val["X"]), val.get("sample_weight"))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -186,11 +196,15 @@ class ClassifierHead:
         return self.classes_[to_numpy(index)]
 
     def _validation_score(self, val):
+        """Accuracy on the validation set, on the device (one synchronisation)."""
         with torch.no_grad():
-            pred = self._logits_to_labels(self._forward(val["X"]))
-        weights = val.get("sample_weight")
-        weights = None if weights is None else to_numpy(weights)
-        return accuracy_score(self.classes_[to_numpy(val["y"])], pred, sample_weight=weights)
+            logits = self._forward(val["X"])
+            index = (logits[:, 0] > 0).long() if self.n_outputs_ == 1 else logits.argmax(dim=1)
+            correct = (index == val["y"]).to(logits.dtype)
+            weights = val.get("sample_weight")
+            if weights is None:
+                return float(correct.mean())
+            return float((weights * correct).sum() / weights.sum())
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
