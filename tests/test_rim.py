@@ -107,6 +107,10 @@ def test_convolutional_backbones_take_odd_2d_shapes_and_channels(backbone):
                        channels=2, backbone=backbone, width=4, depth=2, n_steps=2,
                        max_epochs=2, random_state=0).fit(observed, signals)
     assert rim.predict(observed).shape == signals.shape
+    # A reshape that mixed samples, channels or the odd spatial axes would make a sample's
+    # reconstruction depend on its batch: each sample alone must give the same result.
+    alone = np.vstack([rim.predict(observed[i : i + 1]) for i in range(5)])
+    np.testing.assert_allclose(rim.predict(observed[:5]), alone, rtol=1e-5, atol=1e-6)
 
 
 def test_3d_signals():
@@ -118,6 +122,8 @@ def test_3d_signals():
     rim = RIMRegressor(operator=blur, noise_std=0.1, input_shape=(3, 4, 5), width=2,
                        n_steps=2, max_epochs=1, random_state=0).fit(observed, signals)
     assert rim.predict(observed).shape == (20, 60)
+    alone = np.vstack([rim.predict(observed[i : i + 1]) for i in range(4)])
+    np.testing.assert_allclose(rim.predict(observed[:4]), alone, rtol=1e-5, atol=1e-6)
 
 
 def test_softplus_link_gives_positive_signals():
