@@ -532,3 +532,29 @@ def test_a_link_at_the_checkpoint_path_is_replaced_not_followed(tmp_path):
     (path.parent / "state.safetensors.tmp").symlink_to(outside)  # the old fixed name
     est.fit(X, y)
     assert outside.read_text() == "keep me" and not path.is_symlink()
+
+
+class CountingCallback(Callback):
+    """Counts epochs; its count is part of the checkpoint."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_epoch_end(self, estimator, logs):
+        self.count += 1
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def test_a_callbacks_state_is_saved_and_resumed(tmp_path):
+    X, y = _regression()
+    params = dict(max_epochs=6, random_state=0, tol=0, checkpoint_dir=tmp_path)
+    with pytest.warns(TrainingInterruptedWarning):
+        TorchMLPRegressor(callbacks=[CountingCallback(), RaiseAt(4)], **params).fit(X, y)
+    counter = CountingCallback()
+    TorchMLPRegressor(callbacks=[counter], **params).fit(X, y)
+    assert counter.count == 6  # 3 saved (epoch 4's checkpoint was never written) + 3 more

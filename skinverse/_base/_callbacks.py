@@ -12,7 +12,10 @@ class Callback:
     """Base class of training callbacks; every hook is a no-op.
 
     Hooks receive the estimator being fitted, so they can read its fitted state
-    (``module_``, ``optimizer_``, ``loss_curve_``, ...).
+    (``module_``, ``optimizer_``, ``loss_curve_``, ...). A callback with state of its own
+    may define ``state_dict()`` (tensors and plain values) and ``load_state_dict(state)``:
+    with ``checkpoint_dir`` its state is saved with every checkpoint and restored when
+    the fit resumes (matched by position and class in ``callbacks``).
 
     Examples
     --------

@@ -125,8 +125,11 @@ class TrainingLoop:
                 group["lr"], group["weight_decay"] = self.learning_rate, self.alpha
             state.scheduler = self._build_scheduler(state.optimizer)
             state.hyper = self._hyperparameters()
-        kept = {c.name: c for c in state.components}
-        state.components = [kept.get(c.name, c) for c in self._components()]
+        kept, fresh = {c.name: c for c in state.components}, self._components()
+        for component in fresh:
+            if component.name in kept:
+                kept[component.name].update_settings(component)
+        state.components = [kept.get(c.name, c) for c in fresh]
         if reset_stopping:
             state.no_improvement_count = 0
             state.best_loss, state.best_validation_score = math.inf, -math.inf
@@ -362,6 +365,8 @@ class TrainingLoop:
         self._begin_call(state, train, val, resumed)
         if not resumed:  # (a resumed fit restored the guard of the interrupted one)
             state.component("guard").begin_call(state, trained=continuing)
+        else:
+            _load_callback_states(self.callbacks, state)
         for cb in callbacks:
             cb.on_train_begin(self)
         save = checkpointer is not None and is_main_process()
@@ -384,6 +389,7 @@ class TrainingLoop:
                     elif done == n_epochs and not incremental:
                         state.stop_reason = "max_epochs"
                 if save:
+                    _save_callback_states(self.callbacks, state)
                     checkpointer.save(state.state_dict())
         except KeyboardInterrupt:
             state.stop_reason = "interrupted"
@@ -509,3 +515,23 @@ class TrainingLoop:
     def _parameters_finite(self):
         flags = [torch.isfinite(p).all() for p in self.module_.parameters()]
         return bool(torch.stack(flags).all()) if flags else True
+
+
+def _callback_key(index, callback):
+    return f"{index}:{type(callback).__qualname__}"
+
+
+def _save_callback_states(callbacks, state):
+    """User callbacks with a ``state_dict`` are saved with the state (Lightning's rule)."""
+    saved = {_callback_key(i, cb): cb.state_dict() for i, cb in enumerate(callbacks or [])
+             if callable(getattr(cb, "state_dict", None))}
+    if saved:
+        state.extra["callbacks"] = saved
+
+
+def _load_callback_states(callbacks, state):
+    saved = state.extra.get("callbacks", {})
+    for i, cb in enumerate(callbacks or []):
+        key = _callback_key(i, cb)
+        if key in saved and callable(getattr(cb, "load_state_dict", None)):
+            cb.load_state_dict(saved[key])

@@ -53,6 +53,10 @@ class Component:
     def load_state_dict(self, state_dict):
         """Restore what :meth:`state_dict` returned."""
 
+    def update_settings(self, other):
+        """Take the settings (not the state) of ``other``, a component built from the
+        current parameters (``warm_start``/``partial_fit`` with changed parameters)."""
+
 
 class WarmUp(Component):
     """Linear learning-rate warm-up over the first ``steps`` optimiser steps."""
@@ -75,6 +79,9 @@ class WarmUp(Component):
                 group["lr"] = lr
             self._saved = None
         self.done += 1
+
+    def update_settings(self, other):
+        self.steps = other.steps
 
     def state_dict(self):
         return {"done": self.done}
@@ -107,6 +114,9 @@ class EMA(Component):
         if self.shadow is not None:
             weights.update(self.shadow)
         return weights
+
+    def update_settings(self, other):
+        self.decay = other.decay
 
     def state_dict(self):
         return {"shadow": self.shadow}
@@ -216,6 +226,7 @@ class TrainingState:
         self.history = {"loss": [], "validation_score": []}
         self.extra = {}
         self.stop_reason = None
+        self.hyper = None  # (optimizer, learning_rate, alpha, lr_schedule) in use
 
     def component(self, name):
         return next((c for c in self.components if c.name == name), None)
