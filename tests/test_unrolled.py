@@ -229,3 +229,14 @@ def test_pgd_step_follows_the_operator_norm():
     step = torch.nn.functional.softplus(est.module_.raw_step.detach())
     assert float(step) == pytest.approx(1 / 17**2, rel=0.05)  # initial value, then learned
     assert np.all(np.isfinite(est.loss_curve_)) and est.score(X, y) > 10
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 4, 6, 10), (2, 7, 9), (2, 6, 5)])
+def test_centred_fft_equals_the_shifted_definition(shape):
+    """Even sizes use checkerboard modulations instead of rolls: the same numbers."""
+    x = torch.randn(*shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    axes = (-2, -1)
+    for fast, transform in ((fft2c, torch.fft.fft2), (ifft2c, torch.fft.ifft2)):
+        ref = torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=axes), norm="ortho"),
+                                 dim=axes)
+        torch.testing.assert_close(fast(x), ref, rtol=0, atol=1e-14)
