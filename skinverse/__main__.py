@@ -12,6 +12,7 @@ import platform
 import sys
 import textwrap
 import time
+import warnings
 
 EXIT_CODES = {"ok": 0, "training": 1, "config": 2, "data": 3, "interrupted": 130}
 
@@ -276,7 +277,10 @@ def main(argv=None):
         if args.threads is not None and args.threads < 1:
             raise _config_error(f"--threads must be at least 1, got {args.threads}.")
         torch.set_num_threads(args.threads or default_threads())
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -290,6 +294,11 @@ def main(argv=None):
         return code
     finally:
         torch.set_num_threads(threads)  # in-process callers keep their setting
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line, without the source line they came from."""
+    print(f"skinverse: warning: {category.__name__}: {message}", file=file or sys.stderr)
 
 
 def _config_error(message):
