@@ -59,10 +59,11 @@ def _call(method, *args, **kwargs):
 
 
 def score_estimator(estimator, data):
-    """``estimator.score`` on ``data`` (None without targets)."""
-    if data.y is None:
+    """``estimator.score`` on ``data`` (None without targets, or IMNN derivatives)."""
+    side = _side(estimator.score, data)
+    if data.y is None and "derivatives" not in side:
         return None
-    value = _call(estimator.score, data.X, data.y, **_side(estimator.score, data))
+    value = _call(estimator.score, data.X, data.y, **side)
     return float(np.asarray(value))
 
 
@@ -158,7 +159,7 @@ def evaluate_estimator(estimator, data):
     and SSIM (of magnitudes for complex images), and known references."""
     score = score_estimator(estimator, data)
     if score is None:
-        raise DataError("evaluate needs targets: the data names no 'y'.")
+        raise DataError("evaluate needs targets: the data names no 'y' (nor 'derivatives').")
     rows = [(f"score ({score_name(estimator)})", score)]
     if type(estimator).__name__ in _RECONSTRUCTORS:
         rows += _reconstruction_metrics(estimator, data, predict_estimator(estimator, data))

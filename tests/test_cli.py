@@ -76,13 +76,19 @@ def test_demo_rejects_unknown_estimator(capsys):
     assert "unknown estimator" in _error(capsys)
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["demo"], ["fit"], ["evaluate"]])
-def test_help(command):
-    out = subprocess.run(
-        [sys.executable, "-m", "skinverse", *command, "--help"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    assert out.startswith("usage: python -m skinverse")
+def test_help_of_the_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "skinverse", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith("usage: python -m skinverse") and "exit codes:" in out
+
+
+@pytest.mark.parametrize("command", ["info", "demo", "config", "fit", "predict", "evaluate"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m skinverse {command}") and "--threads N" in out
 
 
 def test_threads_are_set_for_the_command_and_restored(capsys):
@@ -186,6 +192,34 @@ def test_npz_config_and_data_file(tmp_path, capsys):
     np.testing.assert_array_equal(first, joblib.load(model).predict(X[:5]))
     assert main(["evaluate", "--data", str(tmp_path / "test.npz"), "--model", model]) == 0
     assert "score (R^2)" in capsys.readouterr().out
+
+
+def test_unrolled_and_imnn_side_data_from_npz(tmp_path, capsys):
+    from skinverse.datasets import make_mri_data, make_phantoms
+
+    X, y, maps, masks = make_mri_data(make_phantoms(4, 8, random_state=0), n_coils=2,
+                                      random_state=0)
+    np.savez(tmp_path / "mri.npz", kspace=X, images=y, maps=maps, masks=masks)
+    rng = np.random.RandomState(0)
+    np.savez(tmp_path / "fid.npz", X=rng.normal(size=(20, 4)), derivatives=np.ones((20, 4, 1)))
+    configs = [
+        {"estimator": "UnrolledRegressor", "params": TINY["UnrolledRegressor"][0],
+         "data": {"file": "mri.npz", "X": "kspace", "y": "images", "maps": "maps",
+                  "masks": "masks"}},
+        {"estimator": "IMNNTransformer", "params": {"theta_fid": [0.0], "max_epochs": 2,
+                                                    "hidden_layer_sizes": [4]},
+         "data": "fid.npz"},  # a bare path: the arrays by their own names
+    ]
+    for config in configs:
+        path = _write(tmp_path / "c.json", config)
+        model = str(tmp_path / "model.joblib")
+        assert main(["fit", "--config", path, "--output-dir", str(tmp_path)]) == 0
+        assert main(["evaluate", "--config", path, "--model", model, "--output-dir",
+                     str(tmp_path)]) == 0
+        fitted, data = __import__("joblib").load(model), load_data(config["data"], tmp_path)
+        expected = fitted.score(data.X, data.y, **data.side)
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert list(metrics.values())[0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_npy_paths_and_hdf5(tmp_path):
