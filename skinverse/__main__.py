@@ -173,8 +173,9 @@ def _data_options(parser):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="config whose 'test_data' (else 'data') section "
                         "gives the data")
-    source.add_argument("--data", metavar="FILE", help="a .npz (arrays X, y, maps, masks, "
-                        "derivatives by name), .npy (X) or HDF5 (datasets X, y) file")
+    source.add_argument("--data", metavar="FILE", help="a .npz or HDF5 file (arrays named "
+                        "X, y, maps, masks, derivatives; y and the others optional) or a "
+                        ".npy file (X)")
     parser.add_argument("--model", required=True, help="the model that 'fit' saved")
 
 

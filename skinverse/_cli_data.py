@@ -263,9 +263,12 @@ def _h5_dataset(handle, key, path, depth=0):
 
 
 def _read_h5(path, keys):
+    """The datasets ``keys`` (``{role: dataset path}``; by default X, y and the side
+    arrays under their own names) of the HDF5 file ``path``."""
     h5py = _h5py()
     try:
         with h5py.File(path, "r") as handle:
+            keys = keys or {k: k for k in _ARRAY_KEYS if k == "X" or k in handle}
             return {role: np.asarray(_h5_dataset(handle, key, path)[()])
                     for role, key in keys.items()}
     except OSError as exc:
@@ -303,7 +306,7 @@ def _read_files(spec, base):
         elif suffix == ".npz":
             arrays = _read_npz(path, spec or _default_keys(path))
         elif suffix in (".h5", ".hdf5", ".hdf"):
-            arrays = _read_h5(path, spec or {"X": "X", "y": "y"})
+            arrays = _read_h5(path, spec)
         else:
             raise DataError(f"unknown data file type {suffix!r} of {str(path)!r}; use .npz, "
                             ".npy, .h5 or .hdf5.")

@@ -69,7 +69,7 @@ def score_estimator(estimator, data):
 
 def predict_estimator(estimator, data):
     """``predict`` (or ``transform`` for a transformer) on ``data.X``."""
-    method = getattr(estimator, "predict", None) or getattr(estimator, "transform")
+    method = getattr(estimator, "predict", None) or estimator.transform
     return np.asarray(_call(method, data.X, **_side(method, data)))
 
 

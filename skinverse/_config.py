@@ -18,9 +18,7 @@ import pickle
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from ._cli_data import DataError, load_data
+from ._cli_data import DataError
 
 _JSON_TYPES = (str, int, float, bool, type(None))
 _TOP_KEYS = ("estimator", "params", "data", "test_data", "output")
@@ -201,7 +199,7 @@ def output_path(directory, name):
 def _unpicklable_reason(value):
     try:
         pickle.dumps(value)
-    except Exception as exc:  # pickle raises PicklingError, AttributeError, TypeError...
+    except Exception as exc:  # noqa: BLE001 - __reduce__ of any object may raise anything
         return exc
     return None
 
@@ -266,5 +264,6 @@ def load_model(path):
         raise DataError(f"model file {str(path)!r} not found.")
     try:
         return joblib.load(path)
-    except Exception as exc:  # a damaged or foreign file fails in many ways
+    except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, KeyError,
+            IndexError, TypeError, ValueError, OSError) as exc:  # damaged or foreign file
         raise DataError(f"cannot load a model from {str(path)!r}: {exc}") from exc

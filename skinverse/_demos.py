@@ -132,8 +132,8 @@ def _unrolled(quick, progress=False):
     X, y, maps, masks = make_mri_data(make_phantoms(110, 32, random_state=0), n_coils=8,
                                       acceleration=4, noise_std=0.01, random_state=0)
     train, test = slice(0, 90), slice(90, 110)
-    fit = dict(maps=maps[train], masks=masks[train])
-    held_out = dict(maps=maps[test], masks=masks[test])
+    fit = {"maps": maps[train], "masks": masks[train]}
+    held_out = {"maps": maps[test], "masks": masks[test]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sense = UnrolledRegressor(method="cg-sense", lam=0.01, cg_max_iter=30, max_epochs=1,
