@@ -258,13 +258,14 @@ def build_parser():
 
 
 def _exit_code(exc):
+    """``(exit code, one-line message)`` of an exception a command raised."""
     from skinverse._cli_data import DataError
     from skinverse._config import ConfigError, TrainingError
 
-    for kind, code in ((ConfigError, 2), (DataError, 3), (TrainingError, 1)):
+    for kind, code in ((ConfigError, "config"), (DataError, "data"), (TrainingError, "training")):
         if isinstance(exc, kind):
-            return code, str(exc)
-    return 1, f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+            return EXIT_CODES[code], str(exc)
+    return EXIT_CODES["training"], f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
 
 
 def main(argv=None):

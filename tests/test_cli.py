@@ -316,6 +316,18 @@ def test_bad_files_and_outputs(tmp_path, capsys):
     assert usage.value.code == 2
 
 
+def test_output_paths_stay_inside_the_output_directory(tmp_path):
+    from skinverse._config import output_path
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path / "elsewhere")
+    assert output_path(tmp_path / "out", "a/b.npy") == (tmp_path / "out" / "a" / "b.npy").resolve()
+    for name in ("../x.npy", "a/../../x.npy", str(tmp_path / "x.npy"), "link/x.npy", ""):
+        with pytest.raises(ConfigError):
+            output_path(tmp_path / "out", name)
+
+
 def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="not found"):
         main(["fit", "--debug", "--config", str(tmp_path / "none.json")])
