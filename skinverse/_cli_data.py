@@ -131,6 +131,7 @@ def _fisher_problem(factory):
 
 
 def _merged_signature(generate, factory):
+    """The keyword-only signature of ``generate`` followed by the problem's arguments."""
     own = [p for p in inspect.signature(generate).parameters.values()
            if p.kind is not p.VAR_KEYWORD]
     extra = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(factory).parameters.values()]
@@ -176,6 +177,7 @@ def generators():
 
 
 def _generate(spec):
+    """The :class:`Data` of ``{'generator': name, ...}``, its arguments checked by name."""
     spec = dict(spec)
     name = spec.pop("generator")
     if name == "mri":  # the name of the first config format
@@ -199,6 +201,7 @@ def _generate(spec):
 
 # ---------------------------------------------------------------- files
 def _path(value, base):
+    """The existing file ``value`` (relative to ``base``)."""
     path = Path(value).expanduser()
     path = path if path.is_absolute() else Path(base) / path
     if not path.is_file():
@@ -207,6 +210,7 @@ def _path(value, base):
 
 
 def _load_npy(path):
+    """A ``.npy`` array, memory-mapped (no pickled objects)."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -214,6 +218,7 @@ def _load_npy(path):
 
 
 def _read_npz(path, keys):
+    """``{role: array}`` of the ``.npz`` arrays ``keys`` names (no pickled objects)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = set(archive.files)
@@ -227,6 +232,7 @@ def _read_npz(path, keys):
 
 
 def _h5py():
+    """The h5py module, or a :class:`DataError` saying how to install it."""
     try:
         import h5py
     except ImportError as exc:
@@ -286,6 +292,7 @@ def _default_keys(path):
 
 
 def _read_files(spec, base):
+    """The :class:`Data` of a files section (``file`` with keys, or one path per array)."""
     spec = dict(spec)
     image_shape = spec.pop("image_shape", None)
     unknown = sorted(set(spec) - set(_ARRAY_KEYS) - {"file"})
@@ -314,6 +321,7 @@ def _read_files(spec, base):
 
 
 def _from_arrays(arrays, image_shape):
+    """:class:`Data` from ``{role: array}``, checking that every array has X's samples."""
     if "X" not in arrays:
         raise DataError("the data section names no 'X'.")
     n = len(arrays["X"])
@@ -330,6 +338,7 @@ def _from_arrays(arrays, image_shape):
 
 
 def _deepinpy(spec, base):
+    """The :class:`Data` of ``{'h5': path}``, a DeepInPy-style MRI file."""
     from .datasets import load_deepinpy_h5
 
     spec = dict(spec)
