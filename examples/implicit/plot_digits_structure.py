@@ -50,13 +50,14 @@ print(f"||A||_inf = {model.A_inf_norm_:.3f} (bound kappa = {model.kappa})")
 # Left, :math:`|[[A, B], [C, D]]|` on a log scale; the red lines separate the state from
 # the inputs (columns) and from the outputs (rows). :math:`A` (top left, 60 x 60) is the
 # coupling of the state with itself -- a layered network would have it upper-triangular.
-# Right, the mean number of Picard iterations per batch: with
+# Right, the mean number of solver iterations per batch (Anderson acceleration, the
+# default): with
 # :math:`\|A\|_\infty \le \kappa = 0.95` each iteration multiplies the error by at most
 # 0.95, and ``reuse_equilibria`` starts each epoch from the last equilibria, so the
 # counts should stay well below ``max_iter=50``.
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 5))
 model.plot_structure(ax=ax0)
-ax1.plot(model.forward_iterations_, label="forward (Picard)")
+ax1.plot(model.forward_iterations_, label="forward (equilibrium)")
 ax1.plot(model.backward_iterations_, label="backward (adjoint)")
 ax1.set_xlabel("epoch")
 ax1.set_ylabel("mean solver iterations per batch")
