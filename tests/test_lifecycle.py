@@ -371,8 +371,7 @@ def test_divergence_after_a_good_start_returns_the_vouched_weights(case):
     assert all(torch.isfinite(p).all() for p in start.module_.parameters())
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name != "unrolled"],
-                         ids=[c.name for c in CASES if c.name != "unrolled"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_divergence_without_a_good_epoch_is_an_error(case):
     X, y, kwargs = case.data(0)
     est = case.make(max_epochs=5, optimizer="sgd", learning_rate=1e30, random_state=0)
