@@ -1,6 +1,7 @@
 """RIMRegressor: Recurrent Inference Machines as a scikit-learn estimator."""
 
 import copy
+import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -8,12 +9,25 @@ import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _num_samples
+from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
-from .._base import BaseTorchEstimator, RegressorHead, fill_doc, shared_params, to_numpy
+from .._base import (
+    FLOAT_DTYPES,
+    BaseTorchEstimator,
+    RegressorHead,
+    fill_doc,
+    shared_params,
+    to_numpy,
+)
 from ..nn import RecurrentConvNet, RecurrentDenseNet
-from ._module import LINKS, TRANSFORMS, RIMModule
-from ._physics import Physics, check_operator, check_score_sign, fit_linear_model
+from ._module import INITS, LINKS, TRANSFORMS, RIMModule
+from ._physics import (
+    Physics,
+    check_operator,
+    check_score_sign,
+    fit_linear_model,
+    wiener_filter,
+)
 
 
 def _step_weights(spec, n_steps):
@@ -33,7 +47,41 @@ def _step_weights(spec, n_steps):
     return weights / weights.sum()
 
 
-@fill_doc(max_epochs=200, learning_rate=0.001)
+def _doc_defaults(**defaults):
+    """Class decorator: show this class's own defaults of shared parameters whose default
+    ``fill_doc`` does not substitute (``early_stopping``, ``tol``, ``lr_schedule``)."""
+
+    def decorate(cls):
+        doc = cls.__doc__
+        for name, value in defaults.items():
+            doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
+        cls.__doc__ = doc
+        return cls
+
+    return decorate
+
+
+def _standardization(signals, observations, operator):
+    """(signal offset, observation offset, scale) of the training data: the mean signal
+    ``m``, its image ``A m`` (the mean observation without an operator) and the RMS of the
+    centred signals (1 when they are constant)."""
+    mean = signals.mean(axis=0)
+    scale = float(np.sqrt(np.mean((signals - mean) ** 2)))
+    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
+        scale = 1.0
+    if operator is None:
+        obs_mean = observations.mean(axis=0)
+    else:
+        op = copy.deepcopy(operator).to(dtype=torch.float64)
+        with torch.no_grad():
+            image = op.forward(torch.as_tensor(mean, dtype=torch.float64).reshape(
+                1, *op.input_shape))
+        obs_mean = image.reshape(-1).numpy()
+    return mean, obs_mean, scale
+
+
+@_doc_defaults(early_stopping="True", tol="0.0", lr_schedule="'plateau'")
+@fill_doc(max_epochs=500, learning_rate=0.001, n_iter_no_change=20)
 class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
     :math:`X = F(y) + \text{noise}` (observations ``X``, signals ``y``).
@@ -87,11 +135,32 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         Number of RIM steps :math:`T`.
     step_weights : {'uniform', 'increasing', 'final'} or array-like, default='uniform'
         Loss weights :math:`w_t` of the steps (normalised to sum to 1).
-    init : {'adjoint', 'zeros', 'pinv', 'learned'}, default='adjoint'
-        Initial estimate: :math:`A^H X`, zeros, the (regularised) pseudo-inverse by
-        conjugate gradients, or a learned affine map of :math:`A^H X`.
-    score_transform : {'identity', 'arcsinh', 'normalize'}, default='identity'
-        Preprocessing of the score before the network sees it.
+    init : {'auto', 'tikhonov', 'adjoint', 'zeros', 'pinv', 'learned'}, default='auto'
+        Initial estimate: the ridge (Wiener) estimate
+        :math:`(A^H A + \sigma^2 I)^{-1} A^H X` -- the posterior mean under a white prior of
+        unit variance, which is the prior of the standardised signals --, :math:`A^H X`,
+        zeros, the (regularised) pseudo-inverse by conjugate gradients, or a learned affine
+        map of :math:`A^H X`. 'auto' is 'tikhonov' with an operator (given or learned) and
+        a Gaussian noise level, 'adjoint' with a ``score_fn``/``energy_fn``.
+    score_transform : {'auto', 'precondition', 'identity', 'arcsinh', 'normalize'}, \
+default='auto'
+        Preprocessing of the score before the network sees it. 'precondition' multiplies
+        the score by the gradient step :math:`\sigma^2/\|A\|_2^2` (and :math:`A^H X` by
+        :math:`1/\|A\|_2^2`): the network sees :math:`A^H(X - Ax)/\|A\|_2^2`, a
+        signal-sized step whatever
+        the scale of the operator and of the noise (the identity score grows like
+        :math:`\|A\|^2/\sigma^2` and saturates the network on well-measured problems).
+        'auto' is 'precondition' with an operator and a Gaussian noise level, 'identity'
+        with a ``score_fn``/``energy_fn``.
+    standardize : {'auto'} or bool, default='auto'
+        Fit and predict in standardised units: the signals become
+        :math:`(y - m)/s` (``m`` the mean training signal, ``s`` the root-mean-square of
+        the centred training signals) and, consistently with the physics, the observations
+        :math:`(X - A m)/s` and the noise level :math:`\sigma/s`; predictions are mapped
+        back. This makes the fit invariant to the units of the signals. 'auto' standardises
+        with an operator (given or learned) and ``link='identity'``, never with a
+        ``score_fn``/``energy_fn`` (their physics is not linear) or when training from
+        ``prior_sampler``.
     link : {'identity', 'softplus', 'sigmoid'}, default='identity'
         The RIM iterates :math:`\eta` with :math:`x = \ell(\eta)` (positive or bounded
         signals); the score is taken through the chain rule.
@@ -168,8 +237,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         "hidden_size": [Interval(Integral, 1, None, closed="left")],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "step_weights": [StrOptions({"uniform", "increasing", "final"}), "array-like"],
-        "init": [StrOptions({"adjoint", "zeros", "pinv", "learned"})],
-        "score_transform": [StrOptions(set(TRANSFORMS))],
+        "init": [StrOptions({"auto", *INITS})],
+        "score_transform": [StrOptions({"auto", *TRANSFORMS})],
+        "standardize": [StrOptions({"auto"}), "boolean"],
         "link": [StrOptions(set(LINKS))],
         "ema_decay": [None, Interval(Real, 0, 1, closed="neither")],
         "warmup_steps": [Interval(Integral, 0, None, closed="left")],
@@ -181,12 +251,12 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     def __init__(
         self, *, operator=None, noise_std=None, score_fn=None, energy_fn=None,
         input_shape=None, channels=1, backbone="auto", width=32, depth=2, hidden_size=64,
-        n_steps=8, step_weights="uniform", init="adjoint", score_transform="identity",
-        link="identity", ema_decay=None, warmup_steps=0, prior_sampler=None,
-        n_simulations=1000, mixed_precision=None, max_epochs=200, batch_size="auto",
-        learning_rate=1e-3,
-        optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None, early_stopping=False,
-        validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
+        n_steps=8, step_weights="uniform", init="auto", score_transform="auto",
+        standardize="auto", link="identity", ema_decay=None, warmup_steps=0,
+        prior_sampler=None, n_simulations=1000, mixed_precision=None, max_epochs=500,
+        batch_size="auto", learning_rate=1e-3, optimizer="adam", alpha=0.0,
+        lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
+        n_iter_no_change=20, tol=0.0, warm_start=False,
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
         log_dir=None, checkpoint_dir=None,
     ):
@@ -204,6 +274,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self.step_weights = step_weights
         self.init = init
         self.score_transform = score_transform
+        self.standardize = standardize
         self.link = link
         self.ema_decay = ema_decay
         self.warmup_steps = warmup_steps
@@ -304,11 +375,53 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 raise ValueError("Training from prior_sampler needs an operator and noise_std.")
             self.n_features_in_ = int(np.prod(self.operator.output_shape))
             self.n_outputs_, self._y_is_1d = int(np.prod(self.operator.input_shape)), False
+            if reset:
+                self._standardization_ = None  # simulated pairs are in the prior's units
             return {"X": None, "y": None, "simulate": True}
         data = super()._validate_fit_data(X, y, reset=reset, sample_weight=sample_weight)
         self._shapes(data["X"].shape[1], data["y"].shape[1])
         data.update(self._validate_extras(extras, len(data["X"])))
+        if reset:
+            self._standardization_ = None
+            if self._standardizes():
+                self._standardization_ = _standardization(data["y"], data["X"], self.operator)
+        if getattr(self, "_standardization_", None) is not None:
+            data["X"] = self._standardize_observations(data["X"])
+            mean, _, scale = self._standardization_
+            data["y"] = ((data["y"] - mean) / scale).astype(data["y"].dtype, copy=False)
         return data
+
+    def _standardizes(self):
+        """Whether fit works in standardised units (see ``standardize``)."""
+        if self.standardize != "auto":
+            return bool(self.standardize)
+        return (self.link == "identity" and self.score_fn is None and self.energy_fn is None
+                and not getattr(self, "_simulating", False))
+
+    def _standardize_observations(self, X):
+        _, obs_mean, scale = self._standardization_
+        return ((X - obs_mean) / scale).astype(X.dtype, copy=False)
+
+    def _physics_noise(self, noise_std):
+        """The noise level in the units fit works in (standardised or not)."""
+        if noise_std is None or self.noise_std is None or self._standardization_ is None:
+            return noise_std
+        return noise_std / self._standardization_[2]
+
+    def _set_wiener_init(self, module, signals):
+        """Give ``module`` the Wiener filter of the training signals (``init='wiener'``,
+        or 'auto' with an operator, Gaussian noise and ``n_signal * n_obs <= 2**22``)."""
+        wanted = self.init == "wiener" or (
+            self.init == "auto" and self.n_outputs_ * self.n_features_in_ <= 2**22)
+        if not wanted:
+            return
+        if signals is None or not self.physics_.linear_gaussian:
+            if self.init == "wiener":
+                raise ValueError("init='wiener' needs training signals y, an operator and "
+                                 "a Gaussian noise level (no score_fn/energy_fn).")
+            return
+        gain, offset = wiener_filter(self.operator_, self.physics_.noise_std, signals)
+        module.set_wiener(gain, offset)
 
     def _build_module(self, data):
         operator, noise_std = self.operator, self.noise_std
@@ -328,6 +441,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 noise_std = max(float((torch.as_tensor(observations) -
                                        pred.reshape(len(signals), -1)).std()), 1e-6)
         self.operator_ = operator.to(self.device_, self._torch_dtype) if operator else None
+        noise_std = self._physics_noise(noise_std)  # standardised units (see standardize)
         self.noise_std_ = noise_std
         self.physics_ = Physics(self.operator_, noise_std, self.score_fn, self.energy_fn)
         n_obs = self.n_features_in_
@@ -358,6 +472,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                            self.score_transform, self.link)
         module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
                                  "fp16": torch.float16}[self.mixed_precision]
+        self._set_wiener_init(module, signals)
         return module
 
     def _initialize(self, data):
@@ -490,8 +605,16 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         """
         merged = self._merge_physics_params(physics_params, extras)
         extras = {k[6:]: v for k, v in self._validate_extras(merged, _num_samples(X)).items()}
+        standardization = getattr(self, "_standardization_", None)
+        if standardization is not None:
+            check_is_fitted(self)
+            X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+            X = self._standardize_observations(X)
         trajectory, dtype = self._predict_outputs(X, extras)
         trajectory = to_numpy(trajectory, dtype)
+        if standardization is not None:
+            mean, _, scale = standardization
+            trajectory = (trajectory * scale + mean).astype(dtype, copy=False)
         if return_trajectory:
             return trajectory
         pred = trajectory[:, self.best_step_ - 1]
