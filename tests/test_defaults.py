@@ -95,13 +95,15 @@ def test_rim_explicit_init_without_gaussian_physics_raises():
         _fit_quietly(RIMRegressor(score_fn=score_fn, init="tikhonov", max_epochs=1), X, X)
 
 
-def test_rim_noise_std_in_standardised_units():
+def test_rim_noise_std_in_data_units_physics_in_standardised_units():
     rng = np.random.RandomState(0)
     x = 50 * rng.normal(size=(200, 4))
     op = MatrixOperator(np.eye(4))
     rim = _fit_quietly(RIMRegressor(operator=op, noise_std=5.0, max_epochs=1), x, x)
     scale = rim._standardization_[2]
-    assert rim.noise_std_ == pytest.approx(5.0 / scale)
+    assert scale == pytest.approx(50, rel=0.1)
+    assert rim.noise_std_ == pytest.approx(5.0)
+    assert rim.physics_.noise_std == pytest.approx(5.0 / scale)
 
 
 # ---------------------------------------------------------------------------- IMNN

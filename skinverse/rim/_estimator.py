@@ -26,6 +26,7 @@ from ._physics import (
     check_operator,
     check_score_sign,
     fit_linear_model,
+    standardization,
     wiener_filter,
 )
 
@@ -59,25 +60,6 @@ def _doc_defaults(**defaults):
         return cls
 
     return decorate
-
-
-def _standardization(signals, observations, operator):
-    """(signal offset, observation offset, scale) of the training data: the mean signal
-    ``m``, its image ``A m`` (the mean observation without an operator) and the RMS of the
-    centred signals (1 when they are constant)."""
-    mean = signals.mean(axis=0)
-    scale = float(np.sqrt(np.mean((signals - mean) ** 2)))
-    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
-        scale = 1.0
-    if operator is None:
-        obs_mean = observations.mean(axis=0)
-    else:
-        op = copy.deepcopy(operator).to(dtype=torch.float64)
-        with torch.no_grad():
-            image = op.forward(torch.as_tensor(mean, dtype=torch.float64).reshape(
-                1, *op.input_shape))
-        obs_mean = image.reshape(-1).numpy()
-    return mean, obs_mean, scale
 
 
 @_doc_defaults(early_stopping="True", tol="0.0", lr_schedule="'plateau'")
@@ -187,7 +169,8 @@ default='auto'
     operator_ : LinearOperator or None
         The operator in use, on ``device_`` (learned when ``operator=None``).
     noise_std_ : float or None
-        The noise level in use.
+        The noise level in use, in the units of the data (the physics works with
+        :math:`\sigma/s` when the data are standardised, see ``standardize``).
     best_step_ : int
         The step (1..T) whose estimate ``predict`` returns: the one with the lowest error
         on the validation split (``early_stopping=True``) or on the training data.
@@ -196,6 +179,27 @@ default='auto'
     n_outputs_ : int
         Signal size.
     {shared_attributes}
+
+    Notes
+    -----
+    The defaults and their rules. With an operator and a Gaussian noise level:
+
+    * the fit runs in standardised units (``standardize``): signals over their RMS ``s``
+      after removing their mean ``m``, observations :math:`(X - Am)/s`, noise
+      :math:`\sigma/s`, so nothing depends on the units of the signals;
+    * the network sees the preconditioned score :math:`A^H(X - Ax)/\|A\|_2^2`
+      (``score_transform``), invariant to the scale of :math:`A` and :math:`\sigma`;
+    * the RIM starts from the Wiener filter of the training signals' mean and covariance
+      (``init``; for signals of at most :math:`2^{22}` entries times observations) and its
+      updates start at zero (the network's last layer is zero-initialised), so it starts
+      at the best linear estimate and learns what the linear estimate misses;
+    * training stops on a validation plateau: ``early_stopping=True`` holds out
+      ``validation_fraction`` of the pairs, the learning rate is divided by 10 after
+      ``n_iter_no_change // 2`` epochs without a better validation :math:`R^2`
+      (``lr_schedule='plateau'``, ``tol=0``: any improvement counts, because
+      :math:`R^2` is close to 1 on well-measured problems), training stops after
+      ``n_iter_no_change`` such epochs (at most ``max_epochs``), and ``predict`` uses the
+      step with the lowest validation error (``best_step_``).
 
     See Also
     --------
@@ -384,7 +388,7 @@ default='auto'
         if reset:
             self._standardization_ = None
             if self._standardizes():
-                self._standardization_ = _standardization(data["y"], data["X"], self.operator)
+                self._standardization_ = standardization(data["y"], data["X"], self.operator)
         if getattr(self, "_standardization_", None) is not None:
             data["X"] = self._standardize_observations(data["X"])
             mean, _, scale = self._standardization_
@@ -407,6 +411,12 @@ default='auto'
         if noise_std is None or self.noise_std is None or self._standardization_ is None:
             return noise_std
         return noise_std / self._standardization_[2]
+
+    def _user_noise(self, noise_std):
+        """A noise level in fit's units back in the data's units."""
+        if noise_std is None or getattr(self, "_standardization_", None) is None:
+            return noise_std
+        return noise_std * self._standardization_[2]
 
     def _set_wiener_init(self, module, signals):
         """Give ``module`` the Wiener filter of the training signals (``init='wiener'``,
@@ -442,7 +452,7 @@ default='auto'
                                        pred.reshape(len(signals), -1)).std()), 1e-6)
         self.operator_ = operator.to(self.device_, self._torch_dtype) if operator else None
         noise_std = self._physics_noise(noise_std)  # standardised units (see standardize)
-        self.noise_std_ = noise_std
+        self.noise_std_ = self._user_noise(noise_std)
         self.physics_ = Physics(self.operator_, noise_std, self.score_fn, self.energy_fn)
         n_obs = self.n_features_in_
         n_signal = self.n_outputs_

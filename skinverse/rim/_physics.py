@@ -1,6 +1,8 @@
 r"""The likelihood a RIM follows: an operator with Gaussian noise, a score function or an
 energy function, and the least-squares linear model learned when none is given."""
 
+import copy
+
 import numpy as np
 import torch
 
@@ -101,6 +103,25 @@ def fit_linear_model(signals, observations):
     return MatrixOperator(solution.T), noise_std
 
 
+def standardization(signals, observations, operator):
+    """(signal offset, observation offset, scale) of the training data: the mean signal
+    ``m``, its image ``A m`` (the mean observation without an operator) and the RMS of the
+    centred signals (1 when they are constant)."""
+    mean = signals.mean(axis=0)
+    scale = float(np.sqrt(np.mean((signals - mean) ** 2)))
+    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
+        scale = 1.0
+    if operator is None:
+        obs_mean = observations.mean(axis=0)
+    else:
+        op = copy.deepcopy(operator).to(dtype=torch.float64)
+        with torch.no_grad():
+            image = op.forward(torch.as_tensor(mean, dtype=torch.float64).reshape(
+                1, *op.input_shape))
+        obs_mean = image.reshape(-1).numpy()
+    return mean, obs_mean, scale
+
+
 def wiener_filter(operator, noise_std, signals):
     r"""The linear minimum-MSE estimator of the signals' mean :math:`m` and covariance
     :math:`\Sigma` (estimated from ``signals``, with a jitter of :math:`10^{-6}` of their
@@ -114,8 +135,6 @@ def wiener_filter(operator, noise_std, signals):
     offset : ndarray of shape (n_signal,)
         :math:`m - G A m`.
     """
-    import copy
-
     signals = np.asarray(signals, dtype=np.float64).reshape(len(signals), -1)
     n = signals.shape[1]
     op = copy.deepcopy(operator).to("cpu", torch.float64)
