@@ -67,7 +67,7 @@ def rim_problem(family, rng):
 
 
 def run_rim(family, seed, n_train):
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState([seed, RIM_FAMILIES.index(family)])
     name, problem = rim_problem(family, rng)
     X, x = problem.sample(n_train, random_state=rng)
     X_test, x_test = problem.sample(4000, random_state=rng)
@@ -126,7 +126,7 @@ IMNN_QUICK = ("mean", "mean_variance", "linear2", "exponential")
 
 
 def run_imnn(kind, seed, n_sets=3):
-    rng = np.random.RandomState(1000 + seed)
+    rng = np.random.RandomState([1000 + seed, IMNN_FAMILIES.index(kind)])
     problem = imnn_problem(kind, rng)
     imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
                            random_state=seed)

@@ -62,8 +62,8 @@ def _doc_defaults(**defaults):
     return decorate
 
 
-@_doc_defaults(early_stopping="True", tol="0.0", lr_schedule="'plateau'")
-@fill_doc(max_epochs=500, learning_rate=0.001, n_iter_no_change=20)
+@_doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
+@fill_doc(max_epochs=200, learning_rate=0.001, n_iter_no_change=20)
 class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
     :math:`X = F(y) + \text{noise}` (observations ``X``, signals ``y``).
@@ -196,8 +196,8 @@ default='auto'
     * training stops on a validation plateau: ``early_stopping=True`` holds out
       ``validation_fraction`` of the pairs, the learning rate is divided by 10 after
       ``n_iter_no_change // 2`` epochs without a better validation :math:`R^2`
-      (``lr_schedule='plateau'``, ``tol=0``: any improvement counts, because
-      :math:`R^2` is close to 1 on well-measured problems), training stops after
+      (``lr_schedule='plateau'``; ``tol=1e-5`` is small because :math:`R^2` is close
+      to 1 on well-measured problems), training stops after
       ``n_iter_no_change`` such epochs (at most ``max_epochs``), and ``predict`` uses the
       step with the lowest validation error (``best_step_``).
 
@@ -257,10 +257,10 @@ default='auto'
         input_shape=None, channels=1, backbone="auto", width=32, depth=2, hidden_size=64,
         n_steps=8, step_weights="uniform", init="auto", score_transform="auto",
         standardize="auto", link="identity", ema_decay=None, warmup_steps=0,
-        prior_sampler=None, n_simulations=1000, mixed_precision=None, max_epochs=500,
+        prior_sampler=None, n_simulations=1000, mixed_precision=None, max_epochs=200,
         batch_size="auto", learning_rate=1e-3, optimizer="adam", alpha=0.0,
         lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
-        n_iter_no_change=20, tol=0.0, warm_start=False,
+        n_iter_no_change=20, tol=1e-5, warm_start=False,
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
         log_dir=None, checkpoint_dir=None,
     ):

@@ -115,8 +115,10 @@ class RIMModule(nn.Module):
     def initial_estimate(self, adjoint_y, physics, init=None, y=None):
         init = self.init if init is None else init
         if init == "wiener":
-            flat = y.reshape(y.shape[0], -1).to(self.wiener_gain.dtype)
-            x = flat @ self.wiener_gain.T + self.wiener_offset
+            # in float64: the product then rounds the same for any number of rows
+            wide = torch.float64 if y.device.type != "mps" else torch.float32
+            flat = y.reshape(y.shape[0], -1).to(wide)
+            x = flat @ self.wiener_gain.to(wide).T + self.wiener_offset.to(wide)
             return self._to_signal(x.to(adjoint_y.dtype))
         if init == "zeros":
             return torch.zeros_like(adjoint_y)
