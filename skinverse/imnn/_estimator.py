@@ -43,7 +43,7 @@ def _doc_defaults(**defaults):
 
 
 @_doc_defaults(early_stopping="True", lr_schedule="'plateau'")
-@fill_doc(max_epochs=2000, learning_rate=0.01, n_iter_no_change=200)
+@fill_doc(max_epochs=3000, learning_rate=0.01, n_iter_no_change=400)
 class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     r"""Information-maximising neural network: compress data to summaries that keep the
     Fisher information about parameters :math:`\theta`.
@@ -157,7 +157,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     ``early_stopping=True`` (default) a fixed validation set of fresh simulations is
     scored by :math:`\ln\det F` every step, the learning rate (1e-2, Adam) is divided
     by 10 after ``n_iter_no_change // 2`` steps without a new best
-    (``lr_schedule='plateau'``), training stops after ``n_iter_no_change`` (200) such
+    (``lr_schedule='plateau'``), training stops after ``n_iter_no_change`` (400) such
     steps, and the best weights are restored. With a simulator every step sees fresh
     simulations, so the training loss itself is too noisy to stop on.
 
@@ -206,10 +206,10 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         self, *, simulator=None, theta_fid=None, n_s=1000, n_d=1000, n_summaries=None,
         delta_theta=None, lam=2.0, epsilon=0.1, model=None, hidden_layer_sizes="auto",
         input_shape=None, output="estimate", min_epochs=0, standardize="auto",
-        max_epochs=2000,
+        max_epochs=3000,
         batch_size="auto", learning_rate=1e-2, optimizer="adam", alpha=0.0,
         lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
-        n_iter_no_change=200, tol=1e-4, warm_start=False, random_state=None, device="auto",
+        n_iter_no_change=400, tol=1e-4, warm_start=False, random_state=None, device="auto",
         dtype="float32", verbose=0, callbacks=None, log_dir=None, checkpoint_dir=None,
     ):
         self.simulator = simulator

@@ -136,8 +136,9 @@ default='auto'
         with a ``score_fn``/``energy_fn``.
     standardize : {'auto'} or bool, default='auto'
         Fit and predict in standardised units: the signals become
-        :math:`(y - m)/s` (``m`` the mean training signal, ``s`` the root-mean-square of
-        the centred training signals) and, consistently with the physics, the observations
+        :math:`(y - m)/s` (``m`` the mean training signal -- 0 when the operator is
+        learned --, ``s`` the root-mean-square of the centred training signals) and,
+        consistently with the physics, the observations
         :math:`(X - A m)/s` and the noise level :math:`\sigma/s`; predictions are mapped
         back. This makes the fit invariant to the units of the signals. 'auto' standardises
         with an operator (given or learned) and ``link='identity'``, never with a
@@ -593,6 +594,8 @@ default='auto'
                 trajectory = self._forward(batch["X"], **self._split_extras(batch))
                 errors += (trajectory - batch["y"][:, None]).pow(2).sum(dim=(0, 2)).double().cpu()
         self.step_errors_ = (errors / (self._n_rows(data) * self.n_outputs_)).numpy()
+        if getattr(self, "_standardization_", None) is not None:  # in the data's units
+            self.step_errors_ = self.step_errors_ * self._standardization_[2] ** 2
         self.best_step_ = int(np.argmin(self.step_errors_)) + 1
 
     # ------------------------------------------------------------------ prediction

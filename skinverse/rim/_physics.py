@@ -105,14 +105,17 @@ def fit_linear_model(signals, observations):
 
 def standardization(signals, observations, operator):
     """(signal offset, observation offset, scale) of the training data: the mean signal
-    ``m``, its image ``A m`` (the mean observation without an operator) and the RMS of the
-    centred signals (1 when they are constant)."""
+    ``m``, its image ``A m`` and the RMS of the centred signals (1 when they are
+    constant). Without an operator (the least-squares model is learned through the
+    origin) the offsets are 0 and the scale is the RMS of the signals."""
     mean = signals.mean(axis=0)
+    if operator is None:
+        mean = np.zeros_like(mean)
     scale = float(np.sqrt(np.mean((signals - mean) ** 2)))
     if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
         scale = 1.0
     if operator is None:
-        obs_mean = observations.mean(axis=0)
+        obs_mean = np.zeros(observations.shape[1], dtype=observations.dtype)
     else:
         op = copy.deepcopy(operator).to(dtype=torch.float64)
         with torch.no_grad():
