@@ -30,14 +30,17 @@ def regularisation_rate(lam, epsilon):
     return -math.log(epsilon * (lam - 1) + epsilon**2 / (1 + epsilon)) / epsilon
 
 
-def covariance_factor(covariance):
+def covariance_factor(covariance, scale=None):
     """Cholesky factor of a covariance, or ``None`` when it is not positive definite
-    (numerically: a pivot below ``100 eps`` of the largest diagonal entry)."""
+    (numerically: a pivot below ``100 eps`` of ``scale``, the mean square of the summaries
+    themselves -- centring constant summaries leaves rounding noise of that order --, or
+    of the largest diagonal entry without it)."""
     factor, info = torch.linalg.cholesky_ex(covariance)
     if int(info) != 0:
         return None
     pivots = torch.diagonal(factor).pow(2)
-    floor = 100 * torch.finfo(covariance.dtype).eps * covariance.diagonal().abs().max()
+    reference = covariance.diagonal().abs().max() if scale is None else scale
+    floor = 100 * torch.finfo(covariance.dtype).eps * reference
     if not bool(pivots.min() > floor):
         return None
     return factor

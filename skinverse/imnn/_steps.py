@@ -95,7 +95,9 @@ class _FisherSteps:
             mean = t.mean(dim=0)
             centred = t - mean
             covariance = centred.T @ centred / (t.shape[0] - 1)
-            factor = covariance_factor(covariance)
+            with torch.no_grad():
+                scale = t.detach().pow(2).mean() + torch.finfo(t.dtype).tiny
+            factor = covariance_factor(covariance, scale)
             if factor is None:
                 problem = "the covariance is not positive definite"
             else:
