@@ -19,7 +19,7 @@ between 1e-1 and 1e6. Metric: det F of the fitted summaries on fresh simulations
 (``fisher_information``, mean of 3 sets of 5000) over the analytic det F.
 Targets: worst >= 0.95, median >= 0.98, each fit under 2 minutes on 2 CPU cores.
 
-    python benchmarks/bench_defaults.py [--seeds 0 1] [--quick] [--only rim|imnn]
+    python benchmarks/bench_defaults.py [--seeds 0 1] [--quick] [--only rim|imnn] [--families ...]
                                         [--threads 2] [--output PATH]
 """
 
@@ -157,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--quick", action="store_true", help="a subset of each zoo")
     parser.add_argument("--only", choices=["rim", "imnn"], default=None)
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="IMNN families to run (default: all, or the quick subset)")
     parser.add_argument("--n-train", type=int, default=2000, help="RIM training pairs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=None)
@@ -175,6 +177,7 @@ def main(argv=None):
         result["rim"] = {"rows": rows, **summarise(rows, "low")}
     if args.only in (None, "imnn"):
         kinds = IMNN_QUICK if args.quick else IMNN_FAMILIES
+        kinds = args.families or kinds
         rows = []
         for seed in args.seeds:
             for kind in kinds:

@@ -53,10 +53,11 @@ class _Simulator:
         if self.kind in ("exponential", "laplace"):
             uniform = torch.rand((theta.shape[0], self.n_data), generator=generator,
                                  dtype=theta.dtype).to(theta.device)
-            uniform = uniform.clamp(1e-12, 1 - 1e-12)
+            eps = torch.finfo(theta.dtype).eps
+            uniform = uniform.clamp(eps, 1 - eps)
             if self.kind == "exponential":  # rate theta, by the inverse CDF
                 return -torch.log(uniform) / theta[:, :1]
-            centred = uniform - 0.5  # location theta, scale `scale`
+            centred = (uniform - 0.5).clamp(-0.5 + eps, 0.5 - eps)  # location theta
             return theta[:, :1] - self.scale * torch.sign(centred) * torch.log1p(
                 -2 * centred.abs())
         if self.kind == "lognormal":  # log x ~ N(theta_0, scale^2)
