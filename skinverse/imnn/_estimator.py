@@ -1,6 +1,8 @@
 """IMNNTransformer: information-maximising neural networks as a scikit-learn transformer."""
 
 import copy
+import math
+import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -21,12 +23,27 @@ from ..nn import MLP
 from ._data import check_derivatives
 from ._fisher import fisher_statistics, imnn_loss, quasi_ml_estimate
 from ._simulate import simulate_derivatives, simulate_fiducial
-from ._steps import _FisherSteps
+from ._steps import _FisherSteps, input_standardization
 
 _RECORDS = ("detF", "detC", "detinvC", "Lambda2", "r")
 
 
-@fill_doc(max_epochs=1000, learning_rate=0.01, n_iter_no_change=100)
+def _doc_defaults(**defaults):
+    """Class decorator: show this class's own defaults of shared parameters whose default
+    ``fill_doc`` does not substitute (``early_stopping``, ``lr_schedule``)."""
+
+    def decorate(cls):
+        doc = cls.__doc__
+        for name, value in defaults.items():
+            doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
+        cls.__doc__ = doc
+        return cls
+
+    return decorate
+
+
+@_doc_defaults(early_stopping="True", lr_schedule="'plateau'")
+@fill_doc(max_epochs=3000, learning_rate=0.01, n_iter_no_change=400)
 class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     r"""Information-maximising neural network: compress data to summaries that keep the
     Fisher information about parameters :math:`\theta`.
@@ -78,8 +95,9 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     delta_theta : float, array-like or None, default=None
         Finite-difference half-steps: used by the simulator mode instead of autograd, and
         required with finite-difference pairs.
-    lam : float, default=10.0
-        :math:`\lambda`, strength of the covariance regulariser.
+    lam : float, default=2.0
+        :math:`\lambda`, strength of the covariance regulariser (see Notes for the
+        choice of the default).
     epsilon : float, default=0.1
         :math:`\epsilon`, the :math:`\Lambda_2` at which the regulariser switches off.
     model : torch.nn.Module or None, default=None
@@ -87,14 +105,26 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         receives inputs of shape ``(batch, *input_shape)``, returns (batch, n_summaries).
         ``None`` builds an MLP of ``hidden_layer_sizes`` with SiLU activations (smooth,
         because the loss differentiates the summaries with respect to the data).
-    hidden_layer_sizes : tuple of int, default=(128, 128)
-        Hidden layers of the default MLP.
+    hidden_layer_sizes : tuple of int or 'auto', default='auto'
+        Hidden layers of the default MLP. 'auto' is one hidden layer of
+        :math:`8 (n_\mathrm{features} + n_\mathrm{params})` units rounded up to a power
+        of two, between 64 and 512: the optimal summaries of Gaussian data are sums of
+        per-feature quadratics, and a single smooth layer represents such a sum with a
+        few units per feature.
     input_shape : tuple of int or None, default=None
         Shape of one sample for ``model`` (``X`` rows are flattened samples).
     output : {'estimate', 'summaries'}, default='estimate'
         What ``transform`` returns.
     min_epochs : int, default=0
         No stopping before this many steps.
+    standardize : {'auto'} or bool, default='auto'
+        Standardise the network's inputs, :math:`(x - m)/s`, with the mean and standard
+        deviation of fiducial simulations (the training ones, or ``min(n_s, 1000)`` drawn
+        at fit with a simulator); the Fisher information is invariant to this map, and
+        unit-scale inputs make the training independent of the units of the data.
+        'auto' and True use one ``m``, ``s`` per feature with the default MLP; 'auto'
+        uses a single ``m``, ``s`` for all features with a user's ``model`` (it keeps
+        their spatial structure).
     {shared_parameters}
 
     Attributes
@@ -114,14 +144,22 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
 
     Notes
     -----
-    The Fisher information is invariant to the scale of the summaries, so progress per
-    step is slow at small step sizes: the default learning rate is 1e-2 (measured on the
-    toy problems of :mod:`skinverse.datasets`, 1e-3 needs ~10x more steps), a fit
-    typically takes hundreds to thousands of steps, and the default patience
-    ``n_iter_no_change`` is 100 steps (the reference implementation's). With a simulator
-    every step sees fresh simulations, so the training loss is noisy and stopping on its
-    plateau is premature: use ``early_stopping=True`` (a fixed validation set of fresh
-    simulations, with the best weights restored) or a fixed number of steps.
+    The defaults and their rules. The Fisher information is invariant to an invertible
+    map of the data and to the scale of the summaries, so the defaults are made
+    independent of the units: the inputs are standardised with fiducial simulations
+    (``standardize``), the width of the default network grows with the number of data
+    points and parameters (``hidden_layer_sizes='auto'``), and the covariance
+    regulariser of Charnock et al. (``lam``, ``epsilon``: :math:`r(\Lambda_2)` switches
+    it off smoothly below :math:`\Lambda_2 \approx \epsilon`) uses a moderate
+    :math:`\lambda = 2` (with :math:`\lambda = 10` the regulariser dominates the first
+    hundreds of steps and training is several times slower). Training stops on
+    convergence of the Fisher information of held-out simulations: with
+    ``early_stopping=True`` (default) a fixed validation set of fresh simulations is
+    scored by :math:`\ln\det F` every step, the learning rate (1e-2, Adam) is divided
+    by 10 after ``n_iter_no_change // 2`` steps without a new best
+    (``lr_schedule='plateau'``), training stops after ``n_iter_no_change`` (400) such
+    steps, and the best weights are restored. With a simulator every step sees fresh
+    simulations, so the training loss itself is too noisy to stop on.
 
     One epoch is one optimiser step on all simulations; ``batch_size`` bounds how many
     go through the network at once (the gradient is then accumulated in two passes:
@@ -157,19 +195,21 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         "lam": [Interval(Real, 1, None, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "model": [None, HasMethods(["forward", "parameters"])],
-        "hidden_layer_sizes": [tuple],
+        "hidden_layer_sizes": [tuple, StrOptions({"auto"})],
         "input_shape": [None, tuple],
         "output": [StrOptions({"estimate", "summaries"})],
         "min_epochs": [Interval(Integral, 0, None, closed="left")],
+        "standardize": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(
         self, *, simulator=None, theta_fid=None, n_s=1000, n_d=1000, n_summaries=None,
-        delta_theta=None, lam=10.0, epsilon=0.1, model=None, hidden_layer_sizes=(128, 128),
-        input_shape=None, output="estimate", min_epochs=0, max_epochs=1000,
+        delta_theta=None, lam=2.0, epsilon=0.1, model=None, hidden_layer_sizes="auto",
+        input_shape=None, output="estimate", min_epochs=0, standardize="auto",
+        max_epochs=3000,
         batch_size="auto", learning_rate=1e-2, optimizer="adam", alpha=0.0,
-        lr_schedule=None, grad_clip=None, early_stopping=False, validation_fraction=0.1,
-        n_iter_no_change=100, tol=1e-4, warm_start=False, random_state=None, device="auto",
+        lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
+        n_iter_no_change=400, tol=1e-4, warm_start=False, random_state=None, device="auto",
         dtype="float32", verbose=0, callbacks=None, log_dir=None, checkpoint_dir=None,
     ):
         self.simulator = simulator
@@ -185,6 +225,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         self.input_shape = input_shape
         self.output = output
         self.min_epochs = min_epochs
+        self.standardize = standardize
         super().__init__(**shared_params(locals()))
 
     # ------------------------------------------------------------------ data
@@ -207,9 +248,12 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
                 raise ValueError(f"n_d={self.n_d} exceeds n_s={self.n_s}; the IMNN needs "
                                  "n_d <= n_s.")
             theta = self._theta()
-            probe = simulate_fiducial(self.simulator, torch.as_tensor(theta[None]), 3,
+            n_probe = min(self.n_s, 1000) if reset and self.standardize is not False else 3
+            probe = simulate_fiducial(self.simulator, torch.as_tensor(theta[None]), n_probe,
                                       make_generator(0))
             self.n_features_in_ = int(np.prod(probe.shape[1:]))
+            if reset:
+                self._set_input_standardization(probe)
             return {"mode": "simulator", "theta": theta}
         if derivatives is not None:
             X = validate_data(self, X, reset=reset, dtype=FLOAT_DTYPES)
@@ -217,6 +261,8 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             n_params = derivatives.shape[-1] if layout == "gradient" else derivatives.shape[2]
             data = {"mode": layout, "theta": self._theta(n_params), "X": X,
                     "derivatives": derivatives}
+            if reset:
+                self._set_input_standardization(X)
             if layout == "gradient":  # the gradients belong to the first n_d simulations
                 data["X_d"] = X[: len(derivatives)]
             return data
@@ -235,7 +281,22 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
                 f"{len(X)} sample(s)."
             )
         theta = y.mean(axis=0) if self.theta_fid is None else self._theta(y.shape[1])
+        if reset:
+            self._set_input_standardization(X)
         return {"mode": "design", "theta": theta, "X": X, "y": y}
+
+    def _set_input_standardization(self, samples):
+        """Fit ``input_standardization_`` (see ``standardize``) on fiducial simulations."""
+        if self.standardize is False or len(samples) < 2:
+            self.input_standardization_ = None
+            return
+        samples = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+        if self.standardize == "auto" and self.model is not None:
+            samples = samples.reshape(-1, 1)  # one mean and scale for a user's network
+        mean, scale = input_standardization(samples)
+        shape = (self.n_features_in_,)
+        self.input_standardization_ = (np.broadcast_to(mean, shape).copy(),
+                                       np.broadcast_to(scale, shape).copy())
 
     def _to_tensors(self, data):
         tensors = {k: v for k, v in data.items() if k in ("mode", "theta")}
@@ -303,7 +364,14 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         self.n_summaries_ = n_summaries
         if self.model is not None:
             return copy.deepcopy(self.model)
-        return MLP(self.n_features_in_, self.hidden_layer_sizes, n_summaries, activation="silu")
+        return MLP(self.n_features_in_, self._hidden_sizes(), n_summaries, activation="silu")
+
+    def _hidden_sizes(self):
+        """``hidden_layer_sizes``, with 'auto' resolved (see its documentation)."""
+        if self.hidden_layer_sizes != "auto":
+            return self.hidden_layer_sizes
+        wanted = 8 * (self.n_features_in_ + self.n_params_)
+        return (int(min(512, max(64, 2 ** math.ceil(math.log2(wanted))))),)
 
     def _print_every(self):
         return max(1, self.max_epochs // 50)  # an epoch is one step: ~50 progress lines
@@ -422,7 +490,12 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         X_new : ndarray of shape (n_samples, n_params) or (n_samples, n_summaries)
             :math:`\\hat\\theta` with ``output='estimate'``, the summaries otherwise.
         """
-        t, dtype = self._predict_outputs(X)  # validates X and checks the fit
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        if getattr(self, "input_standardization_", None) is not None:
+            mean, scale = self.input_standardization_
+            X = ((X - mean) / scale).astype(X.dtype, copy=False)
+        t, dtype = self._predict_outputs(X)
         if self.output == "summaries":
             return to_numpy(t, dtype)
         theta = torch.as_tensor(self.theta_fid_, dtype=t.dtype, device=t.device)

@@ -1,10 +1,38 @@
 """One IMNN step: summaries of all simulations (chunked), the Fisher statistics, the loss
-and its gradient, accumulated in two passes when the simulations are chunked."""
+and its gradient, accumulated in two passes when the simulations are chunked.
 
+The network sees standardised inputs ``(x - m) / s`` (``m``, ``s`` per feature, from the
+fiducial simulations; see ``input_standardization_``): the Fisher information is
+invariant to an invertible map of the data, and unit-scale inputs let one learning rate
+serve data of any units. The derivatives of all parameters go through one forward-mode
+pass (the tangents stacked along the batch), and the statistics are computed once per
+step.
+"""
+
+import numpy as np
 import torch
 
-from ._data import design_statistics, summary_derivatives
-from ._fisher import fisher_statistics, imnn_loss
+from ._data import design_statistics
+from ._fisher import covariance_factor, fisher_statistics, imnn_loss
+
+
+def input_standardization(samples):
+    """Per-feature mean and scale of fiducial simulations (scale 1 for a constant feature).
+
+    Parameters
+    ----------
+    samples : ndarray or Tensor of shape (n, n_features)
+
+    Returns
+    -------
+    mean, scale : ndarray of shape (n_features,), float64
+    """
+    samples = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+    mean = samples.mean(axis=0)
+    scale = samples.std(axis=0)
+    floor = 1e-12 * max(1.0, float(np.abs(samples).max()))
+    scale = np.where(np.isfinite(scale) & (scale > floor), scale, 1.0)
+    return mean, scale
 
 
 class _FisherSteps:
@@ -14,32 +42,66 @@ class _FisherSteps:
         size = n if self.batch_size == "auto" else self.batch_size
         return [slice(s, s + size) for s in range(0, n, size)]
 
+    def _standardize_inputs(self, X):
+        """``(X - m) / s`` with the fitted input standardisation (identity without)."""
+        standardization = getattr(self, "input_standardization_", None)
+        if standardization is None:
+            return X
+        mean, scale = (torch.as_tensor(v, dtype=X.dtype, device=X.device)
+                       for v in standardization)
+        return (X - mean) / scale
+
+    def _net(self, X):
+        """Summaries of raw (flattened) simulations."""
+        return self._forward(self._standardize_inputs(X))
+
+    def _derivatives(self, x, derivatives, mode):
+        r""":math:`\partial t/\partial\theta`, shape (n, n_summaries, n_params), in one pass.
+
+        ``gradient``: one Jacobian-vector product on the simulations repeated once per
+        parameter, the tangents :math:`\partial x/\partial\theta_k` stacked along the
+        batch. ``pairs``: central differences of the summaries of all shifted simulations
+        at once.
+        """
+        if mode == "gradient":
+            n, n_features, n_params = derivatives.shape
+            inputs = x.reshape(1, n, n_features).expand(n_params, -1, -1)
+            tangents = derivatives.permute(2, 0, 1)
+            _, dt = torch.func.jvp(self._net, (inputs.reshape(n_params * n, -1),),
+                                   (tangents.reshape(n_params * n, -1),))
+            return dt.reshape(n_params, n, -1).permute(1, 2, 0)
+        n, _, n_params = derivatives.shape[:3]
+        shifted = self._net(derivatives.reshape(n * 2 * n_params, -1))
+        shifted = shifted.reshape(n, 2, n_params, -1)
+        delta = self._delta.to(shifted.dtype)
+        return ((shifted[:, 0] - shifted[:, 1]) / (2 * delta[None, :, None])).transpose(1, 2)
+
     def _summaries(self, data):
         """(summaries, derivatives of summaries) of all simulations, chunk by chunk."""
-        t = torch.cat([self._forward(data["X"][c]) for c in self._chunks(len(data["X"]))])
+        t = torch.cat([self._net(data["X"][c]) for c in self._chunks(len(data["X"]))])
         if data["mode"] == "design":
             return t, None
         derivs = data["derivatives"]
         source = data.get("X_d", data["X"])[: len(derivs)]
-        dt = torch.cat([
-            summary_derivatives(self._forward, source[c], derivs[c], data["mode"], self._delta)
-            for c in self._chunks(len(derivs))
-        ])
+        dt = torch.cat([self._derivatives(source[c], derivs[c], data["mode"])
+                        for c in self._chunks(len(derivs))])
         return t, dt
 
     def _statistics(self, t, dt, data):
         problem = None
         try:
+            if data["mode"] == "design":
+                return design_statistics(t, data["y"])
+            mean = t.mean(dim=0)
+            centred = t - mean
+            covariance = centred.T @ centred / (t.shape[0] - 1)
             with torch.no_grad():
-                centred = t - t.mean(dim=0)
-                smallest = float(torch.linalg.eigvalsh(centred.T @ centred / len(t)).min())
-                scale = float(t.pow(2).mean()) + torch.finfo(t.dtype).tiny
-            if not smallest > 100 * torch.finfo(t.dtype).eps * scale:
-                problem = f"smallest covariance eigenvalue {smallest:.3g}"
+                scale = t.detach().pow(2).mean() + torch.finfo(t.dtype).tiny
+            factor = covariance_factor(covariance, scale)
+            if factor is None:
+                problem = "the covariance is not positive definite"
             else:
-                if data["mode"] == "design":
-                    return design_statistics(t, data["y"])
-                return fisher_statistics(t, dt)
+                return fisher_statistics(t, dt, factor=factor)
         except torch.linalg.LinAlgError as exc:
             problem = str(exc)
         raise ValueError(
@@ -63,11 +125,10 @@ class _FisherSteps:
         loss, record = imnn_loss(self._statistics(t, dt, data), self.lam, self.epsilon)
         grads = torch.autograd.grad(loss, leaves)
         for c in self._chunks(len(data["X"])):
-            (self._forward(data["X"][c]) * grads[0][c]).sum().backward()
+            (self._net(data["X"][c]) * grads[0][c]).sum().backward()
         if dt is not None:
             source = data.get("X_d", data["X"])[: len(data["derivatives"])]
             for c in self._chunks(len(data["derivatives"])):
-                part = summary_derivatives(self._forward, source[c], data["derivatives"][c],
-                                           data["mode"], self._delta)
+                part = self._derivatives(source[c], data["derivatives"][c], data["mode"])
                 (part * grads[1][c]).sum().backward()
         return loss.detach(), record

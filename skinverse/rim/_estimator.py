@@ -1,6 +1,7 @@
 """RIMRegressor: Recurrent Inference Machines as a scikit-learn estimator."""
 
 import copy
+import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -8,10 +9,11 @@ import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _num_samples
+from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from .._base import (
     EMA,
+    FLOAT_DTYPES,
     BaseTorchEstimator,
     RegressorHead,
     WarmUp,
@@ -21,10 +23,17 @@ from .._base import (
     to_numpy,
 )
 from ..nn import RecurrentConvNet, RecurrentDenseNet
-from ._module import LINKS, TRANSFORMS, RIMModule
 from .._base._warn import warn_user
 from ..exceptions import PhysicsMismatchWarning
-from ._physics import Physics, check_operator, check_score_sign, fit_linear_model
+from ._module import INITS, LINKS, TRANSFORMS, RIMModule
+from ._physics import (
+    Physics,
+    check_operator,
+    check_score_sign,
+    fit_linear_model,
+    standardization,
+    wiener_filter,
+)
 
 
 def _step_weights(spec, n_steps):
@@ -44,7 +53,22 @@ def _step_weights(spec, n_steps):
     return weights / weights.sum()
 
 
-@fill_doc(max_epochs=200, learning_rate=0.001)
+def _doc_defaults(**defaults):
+    """Class decorator: show this class's own defaults of shared parameters whose default
+    ``fill_doc`` does not substitute (``early_stopping``, ``tol``, ``lr_schedule``)."""
+
+    def decorate(cls):
+        doc = cls.__doc__
+        for name, value in defaults.items():
+            doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
+        cls.__doc__ = doc
+        return cls
+
+    return decorate
+
+
+@_doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
+@fill_doc(max_epochs=200, learning_rate=0.001, n_iter_no_change=20)
 class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
     :math:`X = F(y) + \text{noise}` (observations ``X``, signals ``y``).
@@ -98,11 +122,33 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         Number of RIM steps :math:`T`.
     step_weights : {'uniform', 'increasing', 'final'} or array-like, default='uniform'
         Loss weights :math:`w_t` of the steps (normalised to sum to 1).
-    init : {'adjoint', 'zeros', 'pinv', 'learned'}, default='adjoint'
-        Initial estimate: :math:`A^H X`, zeros, the (regularised) pseudo-inverse by
-        conjugate gradients, or a learned affine map of :math:`A^H X`.
-    score_transform : {'identity', 'arcsinh', 'normalize'}, default='identity'
-        Preprocessing of the score before the network sees it.
+    init : {'auto', 'tikhonov', 'adjoint', 'zeros', 'pinv', 'learned'}, default='auto'
+        Initial estimate: the ridge (Wiener) estimate
+        :math:`(A^H A + \sigma^2 I)^{-1} A^H X` -- the posterior mean under a white prior of
+        unit variance, which is the prior of the standardised signals --, :math:`A^H X`,
+        zeros, the (regularised) pseudo-inverse by conjugate gradients, or a learned affine
+        map of :math:`A^H X`. 'auto' is 'tikhonov' with an operator (given or learned) and
+        a Gaussian noise level, 'adjoint' with a ``score_fn``/``energy_fn``.
+    score_transform : {'auto', 'precondition', 'identity', 'arcsinh', 'normalize'}, \
+default='auto'
+        Preprocessing of the score before the network sees it. 'precondition' multiplies
+        the score by the gradient step :math:`\sigma^2/\|A\|_2^2` (and :math:`A^H X` by
+        :math:`1/\|A\|_2^2`): the network sees :math:`A^H(X - Ax)/\|A\|_2^2`, a
+        signal-sized step whatever
+        the scale of the operator and of the noise (the identity score grows like
+        :math:`\|A\|^2/\sigma^2` and saturates the network on well-measured problems).
+        'auto' is 'precondition' with an operator and a Gaussian noise level, 'identity'
+        with a ``score_fn``/``energy_fn``.
+    standardize : {'auto'} or bool, default='auto'
+        Fit and predict in standardised units: the signals become
+        :math:`(y - m)/s` (``m`` the mean training signal -- 0 when the operator is
+        learned --, ``s`` the root-mean-square of the centred training signals) and,
+        consistently with the physics, the observations
+        :math:`(X - A m)/s` and the noise level :math:`\sigma/s`; predictions are mapped
+        back. This makes the fit invariant to the units of the signals. 'auto' standardises
+        with an operator (given or learned) and ``link='identity'``, never with a
+        ``score_fn``/``energy_fn`` (their physics is not linear) or when training from
+        ``prior_sampler``.
     link : {'identity', 'softplus', 'sigmoid'}, default='identity'
         The RIM iterates :math:`\eta` with :math:`x = \ell(\eta)` (positive or bounded
         signals); the score is taken through the chain rule.
@@ -129,7 +175,8 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     operator_ : LinearOperator or None
         The operator in use, on ``device_`` (learned when ``operator=None``).
     noise_std_ : float or None
-        The noise level in use.
+        The noise level in use, in the units of the data (the physics works with
+        :math:`\sigma/s` when the data are standardised, see ``standardize``).
     best_step_ : int
         The step (1..T) whose estimate ``predict`` returns: the one with the lowest error
         on the validation split (``early_stopping=True``) or on the training data.
@@ -138,6 +185,27 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     n_outputs_ : int
         Signal size.
     {shared_attributes}
+
+    Notes
+    -----
+    The defaults and their rules. With an operator and a Gaussian noise level:
+
+    * the fit runs in standardised units (``standardize``): signals over their RMS ``s``
+      after removing their mean ``m``, observations :math:`(X - Am)/s`, noise
+      :math:`\sigma/s`, so nothing depends on the units of the signals;
+    * the network sees the preconditioned score :math:`A^H(X - Ax)/\|A\|_2^2`
+      (``score_transform``), invariant to the scale of :math:`A` and :math:`\sigma`;
+    * the RIM starts from the Wiener filter of the training signals' mean and covariance
+      (``init``; for signals of at most :math:`2^{22}` entries times observations) and its
+      updates start at zero (the network's last layer is zero-initialised), so it starts
+      at the best linear estimate and learns what the linear estimate misses;
+    * training stops on a validation plateau: ``early_stopping=True`` holds out
+      ``validation_fraction`` of the pairs, the learning rate is divided by 10 after
+      ``n_iter_no_change // 2`` epochs without a better validation :math:`R^2`
+      (``lr_schedule='plateau'``; ``tol=1e-5`` is small because :math:`R^2` is close
+      to 1 on well-measured problems), training stops after
+      ``n_iter_no_change`` such epochs (at most ``max_epochs``), and ``predict`` uses the
+      step with the lowest validation error (``best_step_``).
 
     See Also
     --------
@@ -179,8 +247,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         "hidden_size": [Interval(Integral, 1, None, closed="left")],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "step_weights": [StrOptions({"uniform", "increasing", "final"}), "array-like"],
-        "init": [StrOptions({"adjoint", "zeros", "pinv", "learned"})],
-        "score_transform": [StrOptions(set(TRANSFORMS))],
+        "init": [StrOptions({"auto", *INITS})],
+        "score_transform": [StrOptions({"auto", *TRANSFORMS})],
+        "standardize": [StrOptions({"auto"}), "boolean"],
         "link": [StrOptions(set(LINKS))],
         "ema_decay": [None, Interval(Real, 0, 1, closed="neither")],
         "warmup_steps": [Interval(Integral, 0, None, closed="left")],
@@ -192,12 +261,12 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     def __init__(
         self, *, operator=None, noise_std=None, score_fn=None, energy_fn=None,
         input_shape=None, channels=1, backbone="auto", width=32, depth=2, hidden_size=64,
-        n_steps=8, step_weights="uniform", init="adjoint", score_transform="identity",
-        link="identity", ema_decay=None, warmup_steps=0, prior_sampler=None,
-        n_simulations=1000, mixed_precision=None, max_epochs=200, batch_size="auto",
-        learning_rate=1e-3,
-        optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None, early_stopping=False,
-        validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
+        n_steps=8, step_weights="uniform", init="auto", score_transform="auto",
+        standardize="auto", link="identity", ema_decay=None, warmup_steps=0,
+        prior_sampler=None, n_simulations=1000, mixed_precision=None, max_epochs=200,
+        batch_size="auto", learning_rate=1e-3, optimizer="adam", alpha=0.0,
+        lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
+        n_iter_no_change=20, tol=1e-5, warm_start=False,
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
         log_dir=None, checkpoint_dir=None,
     ):
@@ -215,6 +284,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self.step_weights = step_weights
         self.init = init
         self.score_transform = score_transform
+        self.standardize = standardize
         self.link = link
         self.ema_decay = ema_decay
         self.warmup_steps = warmup_steps
@@ -291,7 +361,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         if ratio > 5.0:  # (a smaller residual is noiseless data or a cautious noise_std)
             warn_user(
                 f"The observations X do not match operator and noise_std: the residual "
-                f"X - A(y) has {ratio:.3g} times the noise_std={noise_std:g}. If X was "
+                f"X - A(y) is {ratio:.3g} times the noise level noise_std. If X was "
                 "rescaled (e.g. a StandardScaler before RIMRegressor in a Pipeline), the "
                 "operator sees other units than it models: keep X in the operator's units "
                 "(the RIM handles scale itself). Otherwise check noise_std.",
@@ -357,11 +427,59 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 raise ValueError("Training from prior_sampler needs an operator and noise_std.")
             self.n_features_in_ = int(np.prod(self.operator.output_shape))
             self.n_outputs_, self._y_is_1d = int(np.prod(self.operator.input_shape)), False
+            if reset:
+                self._standardization_ = None  # simulated pairs are in the prior's units
             return {"X": None, "y": None, "simulate": True}
         data = super()._validate_fit_data(X, y, reset=reset, sample_weight=sample_weight)
         self._shapes(data["X"].shape[1], data["y"].shape[1])
         data.update(self._validate_extras(extras, len(data["X"])))
+        if reset:
+            self._standardization_ = None
+            if self._standardizes():
+                self._standardization_ = standardization(data["y"], data["X"], self.operator)
+        if getattr(self, "_standardization_", None) is not None:
+            data["X"] = self._standardize_observations(data["X"])
+            mean, _, scale = self._standardization_
+            data["y"] = ((data["y"] - mean) / scale).astype(data["y"].dtype, copy=False)
         return data
+
+    def _standardizes(self):
+        """Whether fit works in standardised units (see ``standardize``)."""
+        if self.standardize != "auto":
+            return bool(self.standardize)
+        return (self.link == "identity" and self.score_fn is None and self.energy_fn is None
+                and not getattr(self, "_simulating", False))
+
+    def _standardize_observations(self, X):
+        _, obs_mean, scale = self._standardization_
+        return ((X - obs_mean) / scale).astype(X.dtype, copy=False)
+
+    def _physics_noise(self, noise_std):
+        """The noise level in the units fit works in (standardised or not)."""
+        if noise_std is None or self.noise_std is None or self._standardization_ is None:
+            return noise_std
+        return noise_std / self._standardization_[2]
+
+    def _user_noise(self, noise_std):
+        """A noise level in fit's units back in the data's units."""
+        if noise_std is None or getattr(self, "_standardization_", None) is None:
+            return noise_std
+        return noise_std * self._standardization_[2]
+
+    def _set_wiener_init(self, module, signals):
+        """Give ``module`` the Wiener filter of the training signals (``init='wiener'``,
+        or 'auto' with an operator, Gaussian noise and ``n_signal * n_obs <= 2**22``)."""
+        wanted = self.init == "wiener" or (
+            self.init == "auto" and self.n_outputs_ * self.n_features_in_ <= 2**22)
+        if not wanted:
+            return
+        if signals is None or not self.physics_.linear_gaussian:
+            if self.init == "wiener":
+                raise ValueError("init='wiener' needs training signals y, an operator and "
+                                 "a Gaussian noise level (no score_fn/energy_fn).")
+            return
+        gain, offset = wiener_filter(self.operator_, self.physics_.noise_std, signals)
+        module.set_wiener(gain, offset)
 
     def _build_module(self, data):
         operator, noise_std = self.operator, self.noise_std
@@ -375,7 +493,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             operator = copy.deepcopy(operator)  # never move or change the user's object
             if (noise_std is not None and signals is not None and self.score_fn is None
                     and self.energy_fn is None):
-                self._check_physics_units(operator, noise_std, signals, observations)
+                # signals and observations may be standardised: compare in those units
+                self._check_physics_units(operator, self._physics_noise(noise_std), signals,
+                                          observations)
             if noise_std is None and self.score_fn is None and self.energy_fn is None:
                 with torch.no_grad():
                     pred = operator.to(dtype=torch.float64).forward(
@@ -384,7 +504,8 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 noise_std = max(float((torch.as_tensor(observations) -
                                        pred.reshape(len(signals), -1)).std()), 1e-6)
         self.operator_ = operator.to(self.device_, self._torch_dtype) if operator else None
-        self.noise_std_ = noise_std
+        noise_std = self._physics_noise(noise_std)  # standardised units (see standardize)
+        self.noise_std_ = self._user_noise(noise_std)
         self.physics_ = Physics(self.operator_, noise_std, self.score_fn, self.energy_fn)
         n_obs = self.n_features_in_
         n_signal = self.n_outputs_
@@ -414,6 +535,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                            self.score_transform, self.link)
         module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
                                  "fp16": torch.float16}[self.mixed_precision]
+        self._set_wiener_init(module, signals)
         return module
 
     def _initialize(self, data):
@@ -509,6 +631,8 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 trajectory = self._forward(batch["X"], **self._split_extras(batch))
                 errors += (trajectory - batch["y"][:, None]).pow(2).sum(dim=(0, 2)).double().cpu()
         self.step_errors_ = (errors / (self._n_rows(data) * self.n_outputs_)).numpy()
+        if getattr(self, "_standardization_", None) is not None:  # in the data's units
+            self.step_errors_ = self.step_errors_ * self._standardization_[2] ** 2
         self.best_step_ = int(np.argmin(self.step_errors_)) + 1
 
     # ------------------------------------------------------------------ prediction
@@ -531,8 +655,16 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         """
         merged = self._merge_physics_params(physics_params, extras)
         extras = {k[6:]: v for k, v in self._validate_extras(merged, _num_samples(X)).items()}
+        standardization = getattr(self, "_standardization_", None)
+        if standardization is not None:
+            check_is_fitted(self)
+            X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+            X = self._standardize_observations(X)
         trajectory, dtype = self._predict_outputs(X, extras)
         trajectory = to_numpy(trajectory, dtype)
+        if standardization is not None:
+            mean, _, scale = standardization
+            trajectory = (trajectory * scale + mean).astype(dtype, copy=False)
         if return_trajectory:
             return trajectory
         pred = trajectory[:, self.best_step_ - 1]

@@ -33,11 +33,15 @@ def _normalize(g):
     return g / scale.reshape(-1, *([1] * (g.dim() - 1)))
 
 
-TRANSFORMS = {"identity": lambda g: g, "arcsinh": torch.asinh, "normalize": _normalize}
+# 'precondition' is the identity applied to the score times the likelihood's step size
+# sigma^2 / ||A||^2 (see ``RIMModule.forward``).
+TRANSFORMS = {"identity": lambda g: g, "arcsinh": torch.asinh, "normalize": _normalize,
+              "precondition": lambda g: g}
+INITS = ("adjoint", "zeros", "pinv", "learned", "tikhonov", "wiener")
 
 
 class RIMModule(nn.Module):
-    """Unrolled RIM: ``forward(y, physics, extras)`` returns the estimates of every step
+    r"""Unrolled RIM: ``forward(y, physics, extras)`` returns the estimates of every step
     (``extras``: per-sample tensors for the physics).
 
     The physics (operator, score or energy) is an argument, not a submodule: it holds no
@@ -53,8 +57,14 @@ class RIMModule(nn.Module):
         Shape of one signal as the physics sees it.
     net_shape : tuple
         The same signal as the network sees it: ``(channels, *spatial)`` or ``(d,)``.
-    init : {'zeros', 'adjoint', 'pinv', 'learned'}
-    score_transform : {'identity', 'arcsinh', 'normalize'}
+    init : {'auto', 'zeros', 'adjoint', 'pinv', 'learned', 'tikhonov', 'wiener'}
+        'wiener' needs :meth:`set_wiener`; 'auto' is 'wiener' when it was set, else
+        'tikhonov' with an operator and Gaussian noise, else 'adjoint'.
+    score_transform : {'identity', 'arcsinh', 'normalize', 'precondition'}
+        With 'precondition' the score is multiplied by the likelihood's gradient step
+        :math:`\sigma^2/\|A\|^2` (``physics.step_size()``) and :math:`A^H y` by
+        :math:`1/\|A\|^2`, which makes the network's inputs invariant to the scale of the
+        operator and of the noise.
     link : {'identity', 'softplus', 'sigmoid'}
     """
 
@@ -67,11 +77,30 @@ class RIMModule(nn.Module):
         if init == "learned":
             self.init_scale = nn.Parameter(torch.ones(1))
             self.init_shift = nn.Parameter(torch.zeros(1))
+        self.register_buffer("wiener_gain", None)
+        self.register_buffer("wiener_offset", None)
+
+    def set_wiener(self, gain, offset):
+        r"""The linear initial estimate :math:`x_0 = G X + b` (``gain`` of shape
+        (n_signal, n_obs), ``offset`` (n_signal,)): the Wiener filter of the training
+        signals' mean and covariance."""
+        self.wiener_gain = torch.as_tensor(gain)
+        self.wiener_offset = torch.as_tensor(offset)
 
     def reset_parameters_with(self, generator):
         from .._base._random import init_parameters  # the estimator layer's helper
 
         init_parameters(self.net, generator)
+        if self.wiener_gain is not None:
+            # From the Wiener estimate the updates start at zero (the network's last layer
+            # zeroed): training moves the estimate only where the data say so.
+            last = [m for m in self.net.modules()
+                    if isinstance(getattr(m, "weight", None), torch.Tensor)
+                    and m.weight.dim() >= 2][-1]
+            with torch.no_grad():
+                last.weight.zero_()
+                if getattr(last, "bias", None) is not None:
+                    last.bias.zero_()
         if self.init == "learned":
             with torch.no_grad():
                 self.init_scale.fill_(1.0)
@@ -83,29 +112,59 @@ class RIMModule(nn.Module):
     def _to_signal(self, v):
         return v.reshape(v.shape[0], *self.signal_shape)
 
-    def initial_estimate(self, adjoint_y, physics):
-        if self.init == "zeros":
+    def initial_estimate(self, adjoint_y, physics, init=None, y=None):
+        init = self.init if init is None else init
+        if init == "wiener":
+            # in float64: the product then rounds the same for any number of rows
+            wide = torch.float64 if y.device.type != "mps" else torch.float32
+            flat = y.reshape(y.shape[0], -1).to(wide)
+            x = flat @ self.wiener_gain.to(wide).T + self.wiener_offset.to(wide)
+            return self._to_signal(x.to(adjoint_y.dtype))
+        if init == "zeros":
             return torch.zeros_like(adjoint_y)
-        if self.init == "adjoint":
+        if init == "adjoint":
             return adjoint_y
-        if self.init == "learned":
+        if init == "learned":
             return self.init_scale * adjoint_y + self.init_shift
+        if init == "tikhonov":
+            return physics.tikhonov(adjoint_y)
         operator = physics.operator
-        x, _ = operator.solve_normal(adjoint_y, lam=1e-3 * operator.norm(n_iter=20) ** 2,
+        x, _ = operator.solve_normal(adjoint_y, lam=1e-3 * physics.operator_norm() ** 2,
                                      max_iter=100, tol=1e-6)
         return x
 
+    def resolved(self, physics):
+        """(init, score_transform) with 'auto' resolved: 'tikhonov' and 'precondition'
+        for an operator with Gaussian noise, 'adjoint' and 'identity' otherwise."""
+        gaussian = physics.linear_gaussian
+        init, transform = self.init, self.score_transform
+        if init == "auto":
+            init = ("wiener" if self.wiener_gain is not None else
+                    "tikhonov" if gaussian else "adjoint")
+        if init == "wiener" and self.wiener_gain is None:
+            raise ValueError("init='wiener' needs the Wiener filter (set_wiener).")
+        if transform == "auto":
+            transform = "precondition" if gaussian else "identity"
+        if not gaussian and (init == "tikhonov" or transform == "precondition"):
+            raise ValueError("init='tikhonov' and score_transform='precondition' need an "
+                             "operator with Gaussian noise (no score_fn or energy_fn).")
+        return init, transform
+
     def forward(self, y, physics, extras=None):
         link, inverse, derivative = LINKS[self.link]
-        transform = TRANSFORMS[self.score_transform]
+        init, transform_name = self.resolved(physics)
+        transform = TRANSFORMS[transform_name]
         adjoint_y = physics.adjoint(y)
-        eta = inverse(self.initial_estimate(adjoint_y, physics))
+        eta = inverse(self.initial_estimate(adjoint_y, physics, init, y))
         memory, estimates = None, []
-        adjoint_net = self._to_net(adjoint_y)
+        step, adjoint_step = 1.0, 1.0
+        if transform_name == "precondition":  # signal-sized inputs: A^H r / ||A||^2
+            step, adjoint_step = physics.step_size(), 1.0 / physics.operator_norm() ** 2
+        adjoint_net = self._to_net(adjoint_y * adjoint_step)
         channel_axis = 1 if len(self.net_shape) > 1 else -1
         for _ in range(self.n_steps):
             x = link(eta)
-            score = physics.score(x, y, **(extras or {})) * derivative(eta)
+            score = physics.score(x, y, **(extras or {})) * derivative(eta) * step
             inputs = torch.cat(
                 [self._to_net(eta), self._to_net(transform(score)), adjoint_net], dim=channel_axis
             )

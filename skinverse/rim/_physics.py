@@ -1,6 +1,8 @@
 r"""The likelihood a RIM follows: an operator with Gaussian noise, a score function or an
 energy function, and the least-squares linear model learned when none is given."""
 
+import copy
+
 import numpy as np
 import torch
 
@@ -24,6 +26,42 @@ class Physics:
     def __init__(self, operator=None, noise_std=None, score_fn=None, energy_fn=None):
         self.operator, self.noise_std = operator, noise_std
         self.score_fn, self.energy_fn = score_fn, energy_fn
+        self._norm = None
+
+    @property
+    def linear_gaussian(self):
+        """True when the likelihood is an operator with Gaussian noise (no score/energy)."""
+        return (self.operator is not None and self.noise_std is not None
+                and self.score_fn is None and self.energy_fn is None)
+
+    def operator_norm(self):
+        r""":math:`\|A\|_2`, by a seeded power iteration computed once and cached."""
+        if self._norm is None:
+            generator = torch.Generator().manual_seed(0)
+            probe = getattr(self.operator, "_tensors", ())
+            ref = next((getattr(self.operator, n) for n in probe
+                        if isinstance(getattr(self.operator, n, None), torch.Tensor)), None)
+            dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float64
+            device = ref.device if ref is not None else None
+            self._norm = max(self.operator.norm(n_iter=60, generator=generator, device=device,
+                                                dtype=dtype), 1e-30)
+        return self._norm
+
+    def step_size(self):
+        r"""The gradient step :math:`1/L = \sigma^2 / \|A\|_2^2` of the Gaussian
+        likelihood (1 without an operator and a noise level): the score times it is a
+        signal-sized step, whatever the scale of :math:`A` and :math:`\sigma`."""
+        if not self.linear_gaussian:
+            return 1.0
+        return self.noise_std**2 / self.operator_norm() ** 2
+
+    def tikhonov(self, adjoint_y, max_iter=200, tol=1e-6):
+        r"""Posterior mean under a white unit prior,
+        :math:`(A^H A + \sigma^2 I)^{-1} A^H y` (the ridge / Wiener estimate), by
+        conjugate gradients; :math:`\sigma^2` is floored at :math:`10^{-6}\|A\|^2`."""
+        lam = max(self.noise_std**2, 1e-6 * self.operator_norm() ** 2)
+        x, _ = self.operator.solve_normal(adjoint_y, lam=lam, max_iter=max_iter, tol=tol)
+        return x
 
     def score(self, x, y, **extras):
         """The score; ``extras`` are per-sample tensors handed to ``score_fn``/``energy_fn``."""
@@ -66,6 +104,56 @@ def fit_linear_model(signals, observations):
     scale = max(float(np.std(observations)), 1e-12)
     noise_std = max(float(np.sqrt(np.mean(residual**2))), 1e-3 * scale)
     return MatrixOperator(solution.T), noise_std
+
+
+def standardization(signals, observations, operator):
+    """(signal offset, observation offset, scale) of the training data: the mean signal
+    ``m``, its image ``A m`` and the RMS of the centred signals (1 when they are
+    constant). Without an operator (the least-squares model is learned through the
+    origin) the offsets are 0 and the scale is the RMS of the signals."""
+    mean = signals.mean(axis=0)
+    if operator is None:
+        mean = np.zeros_like(mean)
+    scale = float(np.sqrt(np.mean((signals - mean) ** 2)))
+    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
+        scale = 1.0
+    if operator is None:
+        obs_mean = np.zeros(observations.shape[1], dtype=observations.dtype)
+    else:
+        op = copy.deepcopy(operator).to(dtype=torch.float64)
+        with torch.no_grad():
+            image = op.forward(torch.as_tensor(mean, dtype=torch.float64).reshape(
+                1, *op.input_shape))
+        obs_mean = image.reshape(-1).numpy()
+    return mean, obs_mean, scale
+
+
+def wiener_filter(operator, noise_std, signals):
+    r"""The linear minimum-MSE estimator of the signals' mean :math:`m` and covariance
+    :math:`\Sigma` (estimated from ``signals``, with a jitter of :math:`10^{-6}` of their
+    variance): :math:`x_0 = m + G (X - A m)`,
+    :math:`G = \Sigma A^\top (A \Sigma A^\top + \sigma^2 I)^{-1}`. For a Gaussian prior
+    it is the posterior mean.
+
+    Returns
+    -------
+    gain : ndarray of shape (n_signal, n_obs)
+    offset : ndarray of shape (n_signal,)
+        :math:`m - G A m`.
+    """
+    signals = np.asarray(signals, dtype=np.float64).reshape(len(signals), -1)
+    n = signals.shape[1]
+    op = copy.deepcopy(operator).to("cpu", torch.float64)
+    with torch.no_grad():
+        eye = torch.eye(n, dtype=torch.float64).reshape(n, *op.input_shape)
+        matrix = op.forward(eye).reshape(n, -1).numpy().T  # (n_obs, n)
+    mean = signals.mean(axis=0)
+    cov = np.cov(signals, rowvar=False).reshape(n, n) if len(signals) > 1 else np.zeros((n, n))
+    cov += 1e-6 * max(float(np.trace(cov)) / n, 1e-12) * np.eye(n)
+    observed = matrix @ cov
+    gram = observed @ matrix.T + noise_std**2 * np.eye(matrix.shape[0])
+    gain = np.linalg.solve(gram, observed).T
+    return gain, mean - gain @ (matrix @ mean)
 
 
 def check_score_sign(physics, signals, observations, extras):

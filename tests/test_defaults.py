@@ -1,0 +1,183 @@
+"""The estimators at their defaults, against known optima (issue #13).
+
+Small instances of the problem families of ``benchmarks/bench_defaults.py``: the RIM
+against the closed-form posterior mean, the IMNN against the analytic Fisher
+information; plus the invariances the defaults are built on.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skinverse.datasets import gaussian_mean_problem, gaussian_mean_variance_problem
+from skinverse.datasets._fisher_problems import linear_model_problem
+from skinverse.datasets._signals import make_linear_gaussian_problem
+from skinverse.imnn import IMNNTransformer
+from skinverse.imnn._data import summary_derivatives
+from skinverse.imnn._fisher import fisher_statistics
+from skinverse.operators import Blur, MatrixOperator, gaussian_kernel
+from skinverse.rim import RIMRegressor
+from skinverse.rim._physics import wiener_filter
+
+
+def _fit_quietly(estimator, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return estimator.fit(*args)
+
+
+# ---------------------------------------------------------------------------- RIM
+@pytest.mark.parametrize("kind, kwargs", [
+    ("blur", dict(relative_noise=0.01)),
+    ("compressed", dict(n_obs=8, relative_noise=0.05)),
+])
+def test_rim_defaults_reach_posterior_mean(kind, kwargs):
+    problem = make_linear_gaussian_problem(kind, 16, signal_scale=30.0, signal_mean=5.0,
+                                           random_state=0, **kwargs)
+    X, x = problem.sample(800, random_state=1)
+    X_test, x_test = problem.sample(2000, random_state=2)
+    rim = RIMRegressor(operator=problem.operator, noise_std=problem.noise_std,
+                       random_state=0, max_epochs=30)
+    _fit_quietly(rim, X, x)
+    mse = np.mean((rim.predict(X_test) - x_test) ** 2)
+    optimal = np.mean((problem.posterior_mean(X_test) - x_test) ** 2)
+    assert mse / optimal < 1.10
+
+
+def test_rim_defaults_are_scale_invariant():
+    """x -> 100 x and A -> 10 A (so X -> 1000 X, sigma -> 1000 sigma): the same fit."""
+    rng = np.random.RandomState(0)
+    n = 12
+    kernel = torch.as_tensor(gaussian_kernel(5, 1.5))
+    x = np.cumsum(rng.normal(size=(300, n)), axis=1) / 3
+    blur = Blur(kernel, input_shape=(n,))
+    X = blur(torch.as_tensor(x)).numpy() + 0.05 * rng.normal(size=x.shape)
+    X_test = X[:50] + 0.05 * rng.normal(size=(50, n))
+    kwargs = dict(random_state=0, max_epochs=4, dtype="float64")
+    small = _fit_quietly(RIMRegressor(operator=blur, noise_std=0.05, **kwargs), X, x)
+    big = _fit_quietly(RIMRegressor(operator=Blur(10 * kernel, input_shape=(n,)),
+                                    noise_std=50.0, **kwargs), 1000 * X, 100 * x)
+    reference = small.predict(X_test)
+    scaled = big.predict(1000 * X_test) / 100
+    np.testing.assert_allclose(scaled, reference, rtol=1e-4,
+                               atol=1e-4 * np.abs(reference).max())
+
+
+def test_rim_wiener_init_is_the_posterior_mean_of_gaussian_signals():
+    """The default initial estimate is the Wiener filter of the training signals (the
+    posterior mean up to the estimated covariance), and the RIM's updates start at zero:
+    an untrained RIM (learning rate ~0) returns it at every step."""
+    problem = make_linear_gaussian_problem("matrix", 10, condition=1e3,
+                                           relative_noise=0.01, random_state=0)
+    X, x = problem.sample(5000, random_state=1)
+    gain, offset = wiener_filter(problem.operator, problem.noise_std, x)
+    expected = problem.posterior_mean(X[:200])
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(X[:200] @ gain.T + offset, expected, atol=0.05 * scale)
+    rim = _fit_quietly(RIMRegressor(operator=problem.operator, noise_std=problem.noise_std,
+                                    max_epochs=1, learning_rate=1e-12, dtype="float64",
+                                    random_state=0), X, x)
+    trajectory = rim.predict(X[:200], return_trajectory=True)
+    for step in range(trajectory.shape[1]):
+        np.testing.assert_allclose(trajectory[:, step], X[:200] @ gain.T + offset,
+                                   atol=1e-6 * scale)
+
+
+def test_rim_explicit_init_without_gaussian_physics_raises():
+    def score_fn(x, y):
+        return y - x
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 4))
+    with pytest.raises(ValueError, match="Gaussian"):
+        _fit_quietly(RIMRegressor(score_fn=score_fn, init="tikhonov", max_epochs=1), X, X)
+
+
+def test_rim_noise_std_in_data_units_physics_in_standardised_units():
+    rng = np.random.RandomState(0)
+    x = 50 * rng.normal(size=(200, 4))
+    op = MatrixOperator(np.eye(4))
+    rim = _fit_quietly(RIMRegressor(operator=op, noise_std=5.0, max_epochs=1), x, x)
+    scale = rim._standardization_[2]
+    assert scale == pytest.approx(50, rel=0.1)
+    assert rim.noise_std_ == pytest.approx(5.0)
+    assert rim.physics_.noise_std == pytest.approx(5.0 / scale)
+
+
+# ---------------------------------------------------------------------------- IMNN
+def _det_ratio(imnn, problem):
+    fisher = imnn.fisher_information(n_simulations=5000, random_state=123)
+    return np.linalg.det(fisher) / np.linalg.det(problem.fisher)
+
+
+@pytest.mark.parametrize("problem", [
+    gaussian_mean_problem(5, sigma=0.01),  # det F = 5e4: large information
+    linear_model_problem(8, 2, noise_std=0.5),
+])
+def test_imnn_defaults_reach_analytic_fisher(problem):
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
+                           random_state=0, n_s=500, n_d=500)
+    _fit_quietly(imnn)
+    assert _det_ratio(imnn, problem) > 0.9
+
+
+def test_imnn_input_standardization_from_fiducial_simulations():
+    problem = gaussian_mean_problem(6, sigma=0.01, theta_fid=100.0)
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
+                           max_epochs=1, random_state=0)
+    _fit_quietly(imnn)
+    mean, scale = imnn.input_standardization_
+    np.testing.assert_allclose(mean, 100.0, atol=0.005)
+    np.testing.assert_allclose(scale, 0.01, rtol=0.15)
+    # Unstandardised, summaries of inputs 100 +- 0.01 are constant to float32 precision.
+    off = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
+                          max_epochs=1, standardize=False, random_state=0)
+    with pytest.raises(ValueError, match="singular"):
+        _fit_quietly(off)
+    unit = gaussian_mean_problem(6)
+    off = IMNNTransformer(simulator=unit.simulator, theta_fid=unit.theta_fid,
+                          max_epochs=1, standardize=False, random_state=0)
+    assert _fit_quietly(off).input_standardization_ is None
+
+
+def test_imnn_auto_width_scales_with_the_problem():
+    small = gaussian_mean_problem(5)
+    large = gaussian_mean_variance_problem(100)
+    widths = []
+    for problem in (small, large):
+        imnn = _fit_quietly(IMNNTransformer(simulator=problem.simulator,
+                                            theta_fid=problem.theta_fid, max_epochs=1,
+                                            n_s=50, n_d=50, random_state=0))
+        widths.append(imnn.module_[0].out_features)
+    assert widths[0] < widths[1]
+
+
+@pytest.mark.parametrize("mode", ["gradient", "pairs"])
+def test_imnn_batched_derivatives_match_per_parameter_loop(mode):
+    """The one-pass derivatives of all parameters equal the per-parameter reference."""
+    problem = linear_model_problem(6, 3)
+    kwargs = dict(simulator=problem.simulator, theta_fid=problem.theta_fid, max_epochs=1,
+                  n_s=40, n_d=40, random_state=0, dtype="float64")
+    if mode == "pairs":
+        kwargs["delta_theta"] = 0.1
+    imnn = _fit_quietly(IMNNTransformer(**kwargs))
+    data = imnn._simulate(torch.Generator().manual_seed(3))
+    source = data.get("X_d", data["X"])[: len(data["derivatives"])]
+    batched = imnn._derivatives(source, data["derivatives"], data["mode"])
+    reference = summary_derivatives(imnn._net, source, data["derivatives"], data["mode"],
+                                    imnn._delta)
+    torch.testing.assert_close(batched, reference)
+
+
+def test_fisher_statistics_cholesky_path_matches_inverse():
+    rng = np.random.RandomState(0)
+    t = torch.as_tensor(rng.normal(size=(500, 3)) @ rng.normal(size=(3, 3)))
+    dt = torch.as_tensor(rng.normal(size=(200, 3, 2)))
+    stats = fisher_statistics(t, dt)
+    cov = torch.cov(t.T)
+    dmu = dt.mean(dim=0)
+    expected = dmu.T @ torch.linalg.inv(cov) @ dmu
+    torch.testing.assert_close(stats["fisher"], expected)
+    torch.testing.assert_close(stats["inverse_covariance"], torch.linalg.inv(cov))
