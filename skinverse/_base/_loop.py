@@ -56,7 +56,7 @@ class TrainingLoop:
                 resumed = self._resume(state, checkpointer)
             n_epochs = 1 if incremental else self.max_epochs - state.n_iter
         tensors = self._to_tensors(data)
-        use_validation = self.early_stopping and not incremental
+        use_validation = self._validates() and not incremental
         train, val = self._split(tensors, data) if use_validation else (tensors, None)
         self._fit_loop(state, train, val, n_epochs, incremental=incremental, resumed=resumed,
                        checkpointer=checkpointer, continuing=continuing)
@@ -66,9 +66,14 @@ class TrainingLoop:
         """The stateful components of a fit, in the order they act (see ``_state``)."""
         components = list(self._method_components())
         components.append(DivergenceGuard())
-        if self.early_stopping:
+        if self._validates():
             components.append(BestWeights())
         return components
+
+    def _validates(self):
+        """Whether fit holds out a validation set (``early_stopping``; an estimator whose
+        ``early_stopping`` has an ``'auto'`` resolves it here from the data)."""
+        return bool(self.early_stopping)
 
     def _method_components(self):
         """Components a method adds before the guard (e.g. warm-up, EMA)."""
@@ -162,7 +167,7 @@ class TrainingLoop:
         self.n_iter_, self.t_ = state.n_iter, state.t
         self.loss_curve_ = state.history["loss"]
         self.best_loss_ = state.best_loss
-        validating = self.early_stopping or bool(state.history["validation_score"])
+        validating = self._validates() or bool(state.history["validation_score"])
         self.validation_scores_ = state.history["validation_score"] if validating else None
         self.best_validation_score_ = state.best_validation_score if validating else None
         for attribute, key in self._history_attributes().items():
@@ -195,7 +200,7 @@ class TrainingLoop:
             return sched.StepLR(optimizer, step_size=max(1, self.max_epochs // 3))
         if self.lr_schedule == "cosine":
             return sched.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
-        mode = "max" if self.early_stopping else "min"
+        mode = "max" if self._validates() else "min"
         patience = max(1, self.n_iter_no_change // 2)
         return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
 
@@ -486,7 +491,9 @@ class TrainingLoop:
     def _warn_on_stop(self, state, incremental):
         reason = state.stop_reason
         if reason == "diverged":
-            kept = state.component("best") or state.component("guard")
+            best = state.component("best")
+            kept = best if best is not None and best.weights is not None \
+                else state.component("guard")
             warn_user(
                 f"Training diverged ({state.extra.get('divergence', 'non-finite weights')}); "
                 f"training stopped and the weights of epoch {kept.epoch} were restored. "

@@ -3,10 +3,14 @@
 from ._container import MultiCoilData
 from ._fisher_problems import (
     FisherProblem,
+    exponential_rate_problem,
     gaussian_mean_problem,
     gaussian_mean_variance_problem,
     gaussian_variance_problem,
+    laplace_location_problem,
     line_slope_problem,
+    linear_model_problem,
+    lognormal_problem,
 )
 from ._images import make_textured_images
 from ._mri import (
@@ -17,15 +21,26 @@ from ._mri import (
     make_phantoms,
     make_poisson_disc_mask,
 )
-from ._signals import load_sample_patches, make_gaussian_signals, squared_exponential_covariance
+from ._signals import (
+    LinearGaussianProblem,
+    load_sample_patches,
+    make_gaussian_signals,
+    make_linear_gaussian_problem,
+    squared_exponential_covariance,
+)
 
 __all__ = [
     "FisherProblem",
+    "LinearGaussianProblem",
     "MultiCoilData",
+    "exponential_rate_problem",
     "gaussian_mean_problem",
     "gaussian_mean_variance_problem",
     "gaussian_variance_problem",
+    "laplace_location_problem",
     "line_slope_problem",
+    "linear_model_problem",
+    "lognormal_problem",
     "load_deepinpy_h5",
     "load_sample_patches",
     "make_cartesian_mask",
@@ -34,6 +49,7 @@ __all__ = [
     "make_phantoms",
     "make_poisson_disc_mask",
     "make_gaussian_signals",
+    "make_linear_gaussian_problem",
     "make_textured_images",
     "squared_exponential_covariance",
 ]

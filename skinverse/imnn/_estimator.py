@@ -42,7 +42,7 @@ def _doc_defaults(**defaults):
     return decorate
 
 
-@_doc_defaults(early_stopping="True", lr_schedule="'plateau'")
+@_doc_defaults(early_stopping="'auto'", lr_schedule="'plateau'")
 @fill_doc(max_epochs=3000, learning_rate=0.01, n_iter_no_change=400)
 class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     r"""Information-maximising neural network: compress data to summaries that keep the
@@ -154,7 +154,9 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     :math:`\lambda = 2` (with :math:`\lambda = 10` the regulariser dominates the first
     hundreds of steps and training is several times slower). Training stops on
     convergence of the Fisher information of held-out simulations: with
-    ``early_stopping=True`` (default) a fixed validation set of fresh simulations is
+    ``early_stopping='auto'`` (default) a fixed validation set of fresh simulations (or,
+    with given simulations, a held-out ``validation_fraction`` when it holds at least
+    :math:`10(n_\text{summaries} + 1)` of each kind; otherwise no validation) is
     scored by :math:`\ln\det F` every step, the learning rate (1e-2, Adam) is divided
     by 10 after ``n_iter_no_change // 2`` steps without a new best
     (``lr_schedule='plateau'``), training stops after ``n_iter_no_change`` (400) such
@@ -186,6 +188,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
 
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
         "simulator": [None, callable],
         "theta_fid": [None, "array-like"],
         "n_s": [Interval(Integral, 3, None, closed="left")],
@@ -208,7 +211,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         input_shape=None, output="estimate", min_epochs=0, standardize="auto",
         max_epochs=3000,
         batch_size="auto", learning_rate=1e-2, optimizer="adam", alpha=0.0,
-        lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
+        lr_schedule="plateau", grad_clip=None, early_stopping="auto", validation_fraction=0.1,
         n_iter_no_change=400, tol=1e-4, warm_start=False, random_state=None, device="auto",
         dtype="float32", verbose=0, callbacks=None, log_dir=None, checkpoint_dir=None,
     ):
@@ -362,9 +365,26 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             raise ValueError(f"n_summaries={n_summaries} must be at least n_params="
                              f"{self.n_params_}.")
         self.n_summaries_ = n_summaries
+        self._data_validates = self._enough_to_validate(data)
         if self.model is not None:
             return copy.deepcopy(self.model)
         return MLP(self.n_features_in_, self._hidden_sizes(), n_summaries, activation="silu")
+
+    def _enough_to_validate(self, data):
+        """``early_stopping='auto'``: fresh simulations always validate; given simulations
+        only when the held-out part of each kind has at least ``10 (n_summaries + 1)``
+        of them (fewer cannot estimate the covariance of the summaries)."""
+        if data["mode"] == "simulator":
+            return True
+        need = 10 * (self.n_summaries_ + 1)
+        sizes = [len(data[k]) for k in ("X", "derivatives") if data.get(k) is not None]
+        held = [int(round(self.validation_fraction * n)) for n in sizes]
+        return all(h >= need and n - h >= need for h, n in zip(held, sizes))
+
+    def _validates(self):
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        return getattr(self, "_data_validates", True)
 
     def _hidden_sizes(self):
         """``hidden_layer_sizes``, with 'auto' resolved (see its documentation)."""
@@ -393,7 +413,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     def _publish(self, state):
         super()._publish(state)
         keys = list(_RECORDS) + ([f"val_{key}" for key in _RECORDS]
-                                 if self.early_stopping else [])
+                                 if self._validates() else [])
         self.history_ = {key: state.history.setdefault(f"imnn:{key}", []) for key in keys}
 
     def _forward(self, X):
@@ -623,7 +643,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             tensors = self._to_tensors(data)
             state = self.training_state_
             self._apply_hyperparameters(state, reset_stopping=True)
-            val = self._split(tensors, data)[1] if self.early_stopping else None
+            val = self._split(tensors, data)[1] if self._validates() else None
             self._fit_loop(state, tensors, val, self.max_epochs, incremental=False)
         finally:
             self.warm_start = warm
@@ -651,3 +671,11 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         tags.target_tags.required = True  # y or derivatives carry the parameters
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+IMNNTransformer.__doc__ = IMNNTransformer.__doc__.replace(
+    "early_stopping : bool, default='auto'",
+    "early_stopping : 'auto' or bool, default='auto'\n"
+    "        'auto': validate on fresh simulations (simulator mode), or on a held-out\n"
+    "        ``validation_fraction`` of given simulations when it holds at least\n"
+    "        ``10 (n_summaries + 1)`` of each kind, else not at all. Otherwise:")

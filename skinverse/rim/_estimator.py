@@ -578,7 +578,7 @@ default='auto'
     def _validation_score(self, val):
         with torch.no_grad():
             final = to_numpy(self._forward(val["X"], **self._split_extras(val))[:, -1])
-        return r2_score(to_numpy(val["y"]), final)
+        return r2_score(to_numpy(val["y"]), final, multioutput="variance_weighted")
 
     def _run_epoch(self, train, batch_hooks):
         if getattr(self, "_simulating", False):  # fresh pairs every epoch
@@ -678,9 +678,11 @@ default='auto'
             R^2 = 1 - \frac{\sum_i w_i \|\hat x_i - x_i\|^2}
             {\sum_i w_i \|x_i - \bar x\|^2}
 
-        per signal feature and averaged uniformly over features (scikit-learn's
-        ``r2_score``, weights ``sample_weight``): 1 is a perfect reconstruction, 0 that of
-        the mean signal, and it is unbounded below.
+        over whole signals (scikit-learn's ``r2_score`` with
+        ``multioutput='variance_weighted'``, weights ``sample_weight``; :math:`\bar x` the
+        mean signal): 1 is a perfect reconstruction, 0 that of the mean signal, and it is
+        unbounded below. A per-feature average would let nearly constant features (an
+        image's empty background) dominate with huge negative values.
 
         Parameters
         ----------
@@ -694,7 +696,7 @@ default='auto'
         score : float
         """
         pred = self.predict(X, physics_params=physics_params, **extras)
-        return r2_score(y, pred, sample_weight=sample_weight)
+        return r2_score(y, pred, sample_weight=sample_weight, multioutput="variance_weighted")
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -706,8 +708,8 @@ default='auto'
         state = super().__getstate__()
         if state.get("operator_") is not None and self.device_.type != "cpu":
             state["operator_"] = copy.deepcopy(self.operator_).to("cpu")
-            state["physics_"] = Physics(state["operator_"], self.noise_std_, self.score_fn,
-                                        self.energy_fn)
+            state["physics_"] = Physics(state["operator_"], self.physics_.noise_std,
+                                        self.score_fn, self.energy_fn)
             state["_weights"] = self._weights.cpu()
         return state
 
