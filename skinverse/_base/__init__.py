@@ -3,7 +3,7 @@ callbacks, early stopping, checkpoints, CPU-safe pickling, progress and logging.
 
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
 from ._device import resolve_device, resolve_dtype, to_numpy, to_tensor
-from ._docs import fill_doc
+from ._docs import doc_defaults, fill_doc
 from ._estimator import FLOAT_DTYPES, BaseTorchEstimator, shared_params
 from ._heads import ClassifierHead, RegressorHead, normalized_sample_weight
 from ._random import init_parameters, make_generator
@@ -24,6 +24,7 @@ __all__ = [
     "ProgressBar",
     "RegressorHead",
     "TensorBoardLogger",
+    "doc_defaults",
     "fill_doc",
     "init_parameters",
     "make_generator",

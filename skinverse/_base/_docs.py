@@ -1,5 +1,7 @@
 """Parameter documentation shared by every estimator built on :class:`BaseTorchEstimator`."""
 
+import re
+
 SHARED_PARAMETERS = """\
     max_epochs : int, default={max_epochs}
         Maximum number of passes over the training data per ``fit`` call (with
@@ -115,6 +117,20 @@ def fill_doc(n_iter_no_change=10, batch_auto="``min(200, n_samples)``", **defaul
         cls.__doc__ = cls.__doc__.replace("{shared_parameters}", params.strip()).replace(
             "{shared_attributes}", SHARED_ATTRIBUTES.strip()
         )
+        return cls
+
+    return decorate
+
+
+def doc_defaults(**defaults):
+    """Class decorator: show a class's own defaults of shared parameters whose default
+    :func:`fill_doc` does not substitute (``early_stopping``, ``tol``, ``lr_schedule``)."""
+
+    def decorate(cls):
+        doc = cls.__doc__
+        for name, value in defaults.items():
+            doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
+        cls.__doc__ = doc
         return cls
 
     return decorate

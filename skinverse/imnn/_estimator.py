@@ -2,7 +2,6 @@
 
 import copy
 import math
-import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -14,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .._base import (
     FLOAT_DTYPES,
     BaseTorchEstimator,
+    doc_defaults,
     fill_doc,
     make_generator,
     shared_params,
@@ -28,21 +28,7 @@ from ._steps import _FisherSteps, input_standardization
 _RECORDS = ("detF", "detC", "detinvC", "Lambda2", "r")
 
 
-def _doc_defaults(**defaults):
-    """Class decorator: show this class's own defaults of shared parameters whose default
-    ``fill_doc`` does not substitute (``early_stopping``, ``lr_schedule``)."""
-
-    def decorate(cls):
-        doc = cls.__doc__
-        for name, value in defaults.items():
-            doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
-        cls.__doc__ = doc
-        return cls
-
-    return decorate
-
-
-@_doc_defaults(early_stopping="'auto'", lr_schedule="'plateau'")
+@doc_defaults(early_stopping="'auto'", lr_schedule="'plateau'")
 @fill_doc(max_epochs=3000, learning_rate=0.01, n_iter_no_change=400)
 class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     r"""Information-maximising neural network: compress data to summaries that keep the

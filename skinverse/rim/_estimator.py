@@ -1,7 +1,6 @@
 """RIMRegressor: Recurrent Inference Machines as a scikit-learn estimator."""
 
 import copy
-import re
 from numbers import Integral, Real
 
 import numpy as np
@@ -17,14 +16,15 @@ from .._base import (
     BaseTorchEstimator,
     RegressorHead,
     WarmUp,
+    doc_defaults,
     fill_doc,
     make_generator,
     shared_params,
     to_numpy,
 )
-from ..nn import RecurrentConvNet, RecurrentDenseNet
 from .._base._warn import warn_user
 from ..exceptions import PhysicsMismatchWarning
+from ..nn import RecurrentConvNet, RecurrentDenseNet
 from ._module import INITS, LINKS, TRANSFORMS, RIMModule
 from ._physics import (
     Physics,
@@ -53,21 +53,7 @@ def _step_weights(spec, n_steps):
     return weights / weights.sum()
 
 
-def _doc_defaults(**defaults):
-    """Class decorator: show this class's own defaults of shared parameters whose default
-    ``fill_doc`` does not substitute (``early_stopping``, ``tol``, ``lr_schedule``)."""
-
-    def decorate(cls):
-        doc = cls.__doc__
-        for name, value in defaults.items():
-            doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
-        cls.__doc__ = doc
-        return cls
-
-    return decorate
-
-
-@_doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
+@doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
 @fill_doc(max_epochs=200, learning_rate=0.001, n_iter_no_change=20)
 class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
