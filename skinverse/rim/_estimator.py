@@ -22,13 +22,13 @@ from .._base import (
     shared_params,
     to_numpy,
 )
-from .._base._warn import warn_user
-from ..exceptions import PhysicsMismatchWarning
 from ..nn import RecurrentConvNet, RecurrentDenseNet
 from ._module import INITS, LINKS, TRANSFORMS, RIMModule
 from ._physics import (
     Physics,
     check_operator,
+    check_operator_shapes,
+    check_physics_units,
     check_score_sign,
     fit_linear_model,
     standardization,
@@ -295,7 +295,7 @@ default='auto'
                 f"y has {n_signal} features but the operator's input_shape {signal_shape} "
                 f"holds {int(np.prod(signal_shape))}."
             )
-        self._check_operator_shapes(op)
+        check_operator_shapes(op, self.input_shape, self.channels, self.backbone)
         if self.input_shape is None:
             net_shape = (n_signal,)
         else:
@@ -312,46 +312,6 @@ default='auto'
                 "operator as well."
             )
         return obs_shape, signal_shape, net_shape
-
-    def _check_operator_shapes(self, op):
-        """The operator's signal shape must agree with ``input_shape`` (and ``channels``);
-        an image operator needs ``input_shape`` unless a dense GRU is asked for."""
-        if op is None:
-            return
-        signal = tuple(op.input_shape)
-        if self.input_shape is None:
-            if len(signal) > 1 and self.backbone == "auto":
-                raise ValueError(
-                    f"The operator works on signals of shape {signal}: pass "
-                    f"input_shape={signal[-2:] if len(signal) > 2 else signal} (and channels "
-                    "for a leading channel axis) for a convolutional backbone, or "
-                    "backbone='gru' to treat each signal as a flat vector.")
-            return
-        expected = {tuple(self.input_shape), (self.channels, *self.input_shape)}
-        if signal not in expected:
-            raise ValueError(
-                f"input_shape={tuple(self.input_shape)} with channels={self.channels} "
-                f"disagrees with the operator's input_shape {signal}: they describe the same "
-                "signal and must match.")
-
-    def _check_physics_units(self, operator, noise_std, signals, observations):
-        """Warn when the observations are not in the operator's units (e.g. scaled by a
-        StandardScaler in a Pipeline) or ``noise_std`` is far below the residual."""
-        rows = slice(0, min(256, len(signals)))
-        with torch.no_grad():
-            op64 = copy.deepcopy(operator).to(dtype=torch.float64)
-            pred = op64.forward(torch.as_tensor(signals[rows], dtype=torch.float64).reshape(
-                -1, *op64.input_shape)).reshape(len(signals[rows]), -1)
-        residual = observations[rows] - pred.numpy()
-        ratio = float(np.sqrt(np.mean(residual**2))) / noise_std
-        if ratio > 5.0:  # (a smaller residual is noiseless data or a cautious noise_std)
-            warn_user(
-                f"The observations X do not match operator and noise_std: the residual "
-                f"X - A(y) is {ratio:.3g} times the noise level noise_std. If X was "
-                "rescaled (e.g. a StandardScaler before RIMRegressor in a Pipeline), the "
-                "operator sees other units than it models: keep X in the operator's units "
-                "(the RIM handles scale itself). Otherwise check noise_std.",
-                PhysicsMismatchWarning)
 
     def _simulate(self, n, generator=None):
         """Fresh (observation, signal) pairs from the prior and the operator."""
@@ -480,8 +440,8 @@ default='auto'
             if (noise_std is not None and signals is not None and self.score_fn is None
                     and self.energy_fn is None):
                 # signals and observations may be standardised: compare in those units
-                self._check_physics_units(operator, self._physics_noise(noise_std), signals,
-                                          observations)
+                check_physics_units(operator, self._physics_noise(noise_std), signals,
+                                    observations)
             if noise_std is None and self.score_fn is None and self.energy_fn is None:
                 with torch.no_grad():
                     pred = operator.to(dtype=torch.float64).forward(

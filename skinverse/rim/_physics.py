@@ -6,6 +6,8 @@ import copy
 import numpy as np
 import torch
 
+from .._base._warn import warn_user
+from ..exceptions import PhysicsMismatchWarning
 from ..operators import LinearOperator, MatrixOperator
 
 
@@ -201,3 +203,46 @@ def check_operator(operator):
             f"{type(operator).__name__} has no adjoint; the RIM needs A^H for the "
             "likelihood score."
         )
+
+
+def check_operator_shapes(op, input_shape, channels, backbone):
+    """The operator's signal shape must agree with ``input_shape`` (and ``channels``); an
+    image operator needs ``input_shape`` unless a dense GRU (``backbone='gru'``) is asked
+    for."""
+    if op is None:
+        return
+    signal = tuple(op.input_shape)
+    if input_shape is None:
+        if len(signal) > 1 and backbone == "auto":
+            raise ValueError(
+                f"The operator works on signals of shape {signal}: pass "
+                f"input_shape={signal[-2:] if len(signal) > 2 else signal} (and channels "
+                "for a leading channel axis) for a convolutional backbone, or "
+                "backbone='gru' to treat each signal as a flat vector.")
+        return
+    if signal not in {tuple(input_shape), (channels, *input_shape)}:
+        raise ValueError(
+            f"input_shape={tuple(input_shape)} with channels={channels} disagrees with the "
+            f"operator's input_shape {signal}: they describe the same signal and must "
+            "match.")
+
+
+def check_physics_units(operator, noise_std, signals, observations):
+    """Warn when the observations are not in the operator's units (e.g. scaled by a
+    StandardScaler in a Pipeline) or ``noise_std`` is far below the residual: the residual
+    ``X - A(y)`` over more than 5 noise levels (a smaller one is noiseless data or a
+    cautious ``noise_std``)."""
+    rows = slice(0, min(256, len(signals)))
+    with torch.no_grad():
+        op64 = copy.deepcopy(operator).to(dtype=torch.float64)
+        pred = op64.forward(torch.as_tensor(signals[rows], dtype=torch.float64).reshape(
+            -1, *op64.input_shape)).reshape(len(signals[rows]), -1)
+    ratio = float(np.sqrt(np.mean((observations[rows] - pred.numpy()) ** 2))) / noise_std
+    if ratio > 5.0:
+        warn_user(
+            f"The observations X do not match operator and noise_std: the residual "
+            f"X - A(y) is {ratio:.3g} times the noise level noise_std. If X was rescaled "
+            "(e.g. a StandardScaler before RIMRegressor in a Pipeline), the operator sees "
+            "other units than it models: keep X in the operator's units (the RIM handles "
+            "scale itself). Otherwise check noise_std.",
+            PhysicsMismatchWarning)
