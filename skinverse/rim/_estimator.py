@@ -115,8 +115,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         zeros, the (regularised) pseudo-inverse by conjugate gradients, or a learned affine
         map of :math:`A^H X`. 'auto' is 'tikhonov' with an operator (given or learned) and
         a Gaussian noise level, 'adjoint' with a ``score_fn``/``energy_fn``.
-    score_transform : {'auto', 'precondition', 'identity', 'arcsinh', 'normalize'}, \
-default='auto'
+    score_transform : {'auto', 'precondition', 'identity', 'arcsinh', 'normalize'}, default='auto'
         Preprocessing of the score before the network sees it. 'precondition' multiplies
         the score by the gradient step :math:`\sigma^2/\|A\|_2^2` (and :math:`A^H X` by
         :math:`1/\|A\|_2^2`): the network sees :math:`A^H(X - Ax)/\|A\|_2^2`, a
