@@ -1,9 +1,10 @@
 """One small fit of each estimator on an idle and on a busy machine, by thread policy.
 
 Each fit runs in a fresh process (the OpenMP policy is read when torch loads) with torch's
-default number of threads (one per core) or one thread, and OpenMP's idle threads
-spinning (``OMP_WAIT_POLICY=ACTIVE``, torch's default) or sleeping (``PASSIVE``, what
-skinverse sets when it is imported first). "Busy" runs a pure-Python busy loop on one
+default number of threads (one per core) or one thread, and OpenMP's idle threads left to
+torch's default (``torch`` imported before skinverse, no policy set: libgomp spins for a
+while at every barrier) or sleeping (``OMP_WAIT_POLICY=PASSIVE``, what skinverse sets
+when it is imported first). "Busy" runs a pure-Python busy loop on one
 core meanwhile -- a notebook user's other work. The table gives wall seconds and the
 slowdown of busy over idle.
 
@@ -75,9 +76,12 @@ print(time.perf_counter() - start)
 def _time(name, policy, one_thread):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",
                                                             "OMP_WAIT_POLICY")}
-    env["OMP_WAIT_POLICY"] = policy
     threads = "torch.set_num_threads(1)" if one_thread else ""
     code = RUN.format(threads=threads, setup=FITS[name])
+    if policy is None:  # torch first: skinverse cannot choose the policy any more
+        code = "import torch\n" + code
+    else:
+        env["OMP_WAIT_POLICY"] = policy
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True, timeout=1200)
     return float(out.stdout.strip().splitlines()[-1])
@@ -88,7 +92,7 @@ def main(argv=None):
     parser.add_argument("--estimators", nargs="+", default=list(FITS))
     parser.add_argument("--output", default=None, help="JSON path")
     args = parser.parse_args(argv)
-    settings = [("ACTIVE", False), ("PASSIVE", False), ("PASSIVE", True)]
+    settings = [(None, False), ("PASSIVE", False), ("PASSIVE", True)]
     rows, payload = [], {"cores": os.cpu_count()}
     for name in args.estimators:
         for policy, one in settings:
@@ -98,7 +102,8 @@ def main(argv=None):
                 busy = _time(name, policy, one)
             finally:
                 hog.kill()
-            label = f"{policy.lower()}, {'1 thread' if one else 'default threads'}"
+            kind = "torch's default wait" if policy is None else policy.lower()
+            label = f"{kind}, {'1 thread' if one else 'default threads'}"
             rows.append({"estimator": name, "setting": label, "idle s": f"{idle:.2f}",
                          "busy s": f"{busy:.2f}", "busy / idle": f"{busy / idle:.2f}"})
             payload[f"{name} {label}"] = {"idle": idle, "busy": busy}
