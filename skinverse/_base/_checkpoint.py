@@ -174,7 +174,6 @@ def dumps(identity, state):
 
 def loads(raw, path, map_location=None):
     """``(identity, state)`` of checkpoint bytes; a damaged file is a CheckpointError."""
-    from safetensors import safe_open  # noqa: F401 - the package must be importable
     from safetensors.torch import load
 
     head = len(_MAGIC) + _DIGEST_SIZE

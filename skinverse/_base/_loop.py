@@ -43,6 +43,11 @@ class TrainingLoop:
         """Validate, build (or continue, or resume) the training state, split, run the
         epochs, decide the returned weights."""
         continuing = (incremental or self.warm_start) and self.__sklearn_is_fitted__()
+        if continuing and not hasattr(self, "training_state_"):
+            raise ValueError(
+                "This estimator has fitted weights but no training state to continue from "
+                "(it was loaded from an older skinverse): fit it afresh with "
+                "warm_start=False.")
         data = self._validate_fit_data(X, y, reset=not continuing, **fit_params)
         checkpointer, resumed = None, False
         if continuing:
