@@ -23,7 +23,7 @@ from .._base import (
     to_numpy,
 )
 from ..nn import RecurrentConvNet, RecurrentDenseNet
-from ._module import INITS, LINKS, TRANSFORMS, RIMModule
+from ._module import INITS, LINKS, TRANSFORMS, RIMModule, step_weights
 from ._physics import (
     Physics,
     check_operator,
@@ -31,26 +31,12 @@ from ._physics import (
     check_physics_units,
     check_score_sign,
     fit_linear_model,
+    merge_physics_params,
+    split_extras,
     standardization,
+    validate_extras,
     wiener_filter,
 )
-
-
-def _step_weights(spec, n_steps):
-    if isinstance(spec, str):
-        weights = {
-            "uniform": np.ones(n_steps),
-            "increasing": np.arange(1, n_steps + 1, dtype=float),
-            "final": np.eye(n_steps)[-1],
-        }[spec]
-    else:
-        weights = np.asarray(spec, dtype=float)
-        if weights.shape != (n_steps,) or np.any(weights < 0) or not weights.sum() > 0:
-            raise ValueError(
-                f"step_weights must be 'uniform', 'increasing', 'final' or {n_steps} "
-                f"non-negative numbers with a positive sum, got {spec!r}."
-            )
-    return weights / weights.sum()
 
 
 @doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
@@ -323,47 +309,6 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         observations = self.operator_.forward(signals) + self.noise_std_ * noise
         return {"X": observations.reshape(n, -1), "y": signals.reshape(n, -1)}
 
-    def _validate_extras(self, extras, n_samples):
-        """Per-sample keyword arguments for score_fn/energy_fn, as arrays of n_samples rows."""
-        if extras and self.score_fn is None and self.energy_fn is None:
-            raise ValueError(
-                f"Per-sample arguments {sorted(extras)} were given, but only score_fn or "
-                "energy_fn take them (operators are fixed)."
-            )
-        checked = {}
-        for name, value in extras.items():
-            array = np.asarray(value)
-            if array.ndim == 0 or len(array) != n_samples:
-                raise ValueError(
-                    f"Per-sample argument {name!r} must have one row per sample "
-                    f"({n_samples}), got shape {array.shape}."
-                )
-            if array.dtype.kind not in "biuf":
-                raise TypeError(f"Per-sample argument {name!r} must be numeric.")
-            checked[f"extra:{name}"] = array
-        return checked
-
-    @staticmethod
-    def _merge_physics_params(physics_params, extras):
-        """One dict of per-sample arrays from the routable ``physics_params`` (a numpy
-        structured array with one field per argument, or a mapping) and keywords."""
-        merged = dict(extras)
-        if physics_params is None:
-            return merged
-        names = getattr(getattr(physics_params, "dtype", None), "names", None)
-        if names:
-            merged.update({name: physics_params[name] for name in names})
-        elif hasattr(physics_params, "items"):
-            merged.update(physics_params)
-        else:
-            raise TypeError("physics_params must be a numpy structured array (one field per "
-                            "argument) or a mapping of per-sample arrays.")
-        return merged
-
-    @staticmethod
-    def _split_extras(batch):
-        return {k[6:]: v for k, v in batch.items() if k.startswith("extra:")}
-
     def _validate_fit_data(self, X, y, *, reset, sample_weight=None, **extras):
         if self.operator is not None:
             check_operator(self.operator)
@@ -377,7 +322,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
             return {"X": None, "y": None, "simulate": True}
         data = super()._validate_fit_data(X, y, reset=reset, sample_weight=sample_weight)
         self._shapes(data["X"].shape[1], data["y"].shape[1])
-        data.update(self._validate_extras(extras, len(data["X"])))
+        data.update(validate_extras(extras, len(data["X"]), self.score_fn, self.energy_fn))
         if reset:
             self._standardization_ = None
             if self._standardizes():
@@ -462,7 +407,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                                      **{k: v[rows] for k, v in data.items()
                                         if k.startswith("extra:")}})
             check_score_sign(self.physics_, head["y"].reshape(-1, *signal_shape),
-                             head["X"].reshape(-1, *obs_shape), self._split_extras(head))
+                             head["X"].reshape(-1, *obs_shape), split_extras(head))
         backbone = self.backbone
         if backbone == "auto":
             backbone = "gru" if self.input_shape is None else "unet"
@@ -475,7 +420,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 raise ValueError(f"backbone={backbone!r} needs input_shape (the spatial shape).")
             net = RecurrentConvNet(len(self.input_shape), 3 * self.channels, self.channels,
                                    width=self.width, depth=self.depth, skip=backbone == "unet")
-        self._weights = torch.as_tensor(_step_weights(self.step_weights, self.n_steps))
+        self._weights = torch.as_tensor(step_weights(self.step_weights, self.n_steps))
         module = RIMModule(net, self.n_steps, signal_shape, net_shape, self.init,
                            self.score_transform, self.link)
         module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
@@ -515,14 +460,14 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         return trajectory.reshape(X.shape[0], self.n_steps, -1)
 
     def _compute_loss(self, batch):
-        trajectory = self._forward(batch["X"], **self._split_extras(batch))
+        trajectory = self._forward(batch["X"], **split_extras(batch))
         errors = (trajectory - batch["y"][:, None]).pow(2).mean(dim=2) @ self._weights
         weights = batch.get("sample_weight")
         return errors.mean() if weights is None else (weights * errors).mean()
 
     def _validation_score(self, val):
         with torch.no_grad():
-            final = to_numpy(self._forward(val["X"], **self._split_extras(val))[:, -1])
+            final = to_numpy(self._forward(val["X"], **split_extras(val))[:, -1])
         return r2_score(to_numpy(val["y"]), final, multioutput="variance_weighted")
 
     def _run_epoch(self, train, batch_hooks):
@@ -564,7 +509,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         self._simulating = X is None
         try:
             return self._fit(X, y, incremental=False, sample_weight=sample_weight,
-                             **self._merge_physics_params(physics_params, extras))
+                             **merge_physics_params(physics_params, extras))
         finally:
             self._simulating = False
 
@@ -573,7 +518,7 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         errors = torch.zeros(self.n_steps, dtype=torch.float64)
         with torch.no_grad():
             for batch in self._iter_batches(data, shuffle=False):
-                trajectory = self._forward(batch["X"], **self._split_extras(batch))
+                trajectory = self._forward(batch["X"], **split_extras(batch))
                 errors += (trajectory - batch["y"][:, None]).pow(2).sum(dim=(0, 2)).double().cpu()
         self.step_errors_ = (errors / (self._n_rows(data) * self.n_outputs_)).numpy()
         if getattr(self, "_standardization_", None) is not None:  # in the data's units
@@ -598,8 +543,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         y_pred : ndarray of shape (n_samples, n_signal) or (n_samples,)
             The estimate of step ``best_step_`` (in the float dtype of ``X``).
         """
-        merged = self._merge_physics_params(physics_params, extras)
-        extras = {k[6:]: v for k, v in self._validate_extras(merged, _num_samples(X)).items()}
+        merged = merge_physics_params(physics_params, extras)
+        extras = {k[6:]: v for k, v in validate_extras(merged, _num_samples(X), self.score_fn,
+                                                             self.energy_fn).items()}
         standardization = getattr(self, "_standardization_", None)
         if standardization is not None:
             check_is_fitted(self)

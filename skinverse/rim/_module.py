@@ -10,6 +10,7 @@ with :math:`\ell` the link function, :math:`\psi` the score transform and the me
 :math:`h` carried through every step.
 """
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -177,3 +178,21 @@ class RIMModule(nn.Module):
             eta = eta + self._to_signal(update)
             estimates.append(link(eta))
         return torch.stack(estimates, dim=1)  # (batch, n_steps, *signal_shape)
+
+
+def step_weights(spec, n_steps):
+    """Loss weights of the steps, normalised to sum to 1 (``step_weights``)."""
+    if isinstance(spec, str):
+        weights = {
+            "uniform": np.ones(n_steps),
+            "increasing": np.arange(1, n_steps + 1, dtype=float),
+            "final": np.eye(n_steps)[-1],
+        }[spec]
+    else:
+        weights = np.asarray(spec, dtype=float)
+        if weights.shape != (n_steps,) or np.any(weights < 0) or not weights.sum() > 0:
+            raise ValueError(
+                f"step_weights must be 'uniform', 'increasing', 'final' or {n_steps} "
+                f"non-negative numbers with a positive sum, got {spec!r}."
+            )
+    return weights / weights.sum()

@@ -246,3 +246,47 @@ def check_physics_units(operator, noise_std, signals, observations):
             "other units than it models: keep X in the operator's units (the RIM handles "
             "scale itself). Otherwise check noise_std.",
             PhysicsMismatchWarning)
+
+
+def validate_extras(extras, n_samples, score_fn, energy_fn):
+    """Per-sample keyword arguments for score_fn/energy_fn, as arrays of n_samples rows
+    (keys prefixed ``extra:``, so they travel with the batches)."""
+    if extras and score_fn is None and energy_fn is None:
+        raise ValueError(
+            f"Per-sample arguments {sorted(extras)} were given, but only score_fn or "
+            "energy_fn take them (operators are fixed)."
+        )
+    checked = {}
+    for name, value in extras.items():
+        array = np.asarray(value)
+        if array.ndim == 0 or len(array) != n_samples:
+            raise ValueError(
+                f"Per-sample argument {name!r} must have one row per sample "
+                f"({n_samples}), got shape {array.shape}."
+            )
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"Per-sample argument {name!r} must be numeric.")
+        checked[f"extra:{name}"] = array
+    return checked
+
+
+def merge_physics_params(physics_params, extras):
+    """One dict of per-sample arrays from the routable ``physics_params`` (a numpy
+    structured array with one field per argument, or a mapping) and keywords."""
+    merged = dict(extras)
+    if physics_params is None:
+        return merged
+    names = getattr(getattr(physics_params, "dtype", None), "names", None)
+    if names:
+        merged.update({name: physics_params[name] for name in names})
+    elif hasattr(physics_params, "items"):
+        merged.update(physics_params)
+    else:
+        raise TypeError("physics_params must be a numpy structured array (one field per "
+                        "argument) or a mapping of per-sample arrays.")
+    return merged
+
+
+def split_extras(batch):
+    """The ``extra:`` entries of a batch, without the prefix."""
+    return {k[6:]: v for k, v in batch.items() if k.startswith("extra:")}
