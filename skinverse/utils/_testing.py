@@ -83,6 +83,9 @@ def data_parallel_worker(rank, world_size, init_method, out_path, params):
                 pickle.dump({"loss_curve": est.loss_curve_, "estimator": est}, handle)
         with open(f"{out_path}.rank{rank}", "wb") as handle:  # every rank's weights
             pickle.dump({k: v.numpy() for k, v in est.module_.state_dict().items()}, handle)
+        # Tear down together: a rank that leaves while its peer still works can make
+        # gloo's shutdown abort the peer ("terminate called without an active exception").
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
