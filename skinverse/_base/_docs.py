@@ -122,14 +122,20 @@ def fill_doc(n_iter_no_change=10, batch_auto="``min(200, n_samples)``", **defaul
     return decorate
 
 
-def doc_defaults(**defaults):
+def doc_defaults(types=None, notes=None, **defaults):
     """Class decorator: show a class's own defaults of shared parameters whose default
-    :func:`fill_doc` does not substitute (``early_stopping``, ``tol``, ``lr_schedule``)."""
+    :func:`fill_doc` does not substitute (``early_stopping``, ``tol``, ``lr_schedule``);
+    ``types`` replaces a parameter's type and ``notes`` adds a first line to its
+    description (for a class-specific value such as ``'auto'``)."""
 
     def decorate(cls):
         doc = cls.__doc__
         for name, value in defaults.items():
             doc = re.sub(rf"(\n    {name} : [^\n]*default=)[^\n]*", rf"\g<1>{value}", doc)
+        for name, kind in (types or {}).items():
+            doc = re.sub(rf"(\n    {name} : )[^\n]*(, default=)", rf"\g<1>{kind}\g<2>", doc)
+        for name, note in (notes or {}).items():
+            doc = re.sub(rf"(\n    {name} : [^\n]*\n)", lambda m: m.group(1) + note, doc)
         cls.__doc__ = doc
         return cls
 

@@ -74,3 +74,35 @@ def design_statistics(summaries, parameters):
     fisher = dmu.T @ inverse @ dmu
     return {"mean": coefficients[0], "covariance": covariance, "inverse_covariance": inverse,
             "dmu_dtheta": dmu, "fisher": (fisher + fisher.T) / 2}
+
+
+def split_simulations(tensors, fraction, seed):
+    """Hold out ``fraction`` of each kind of given simulation: X with its parameters y,
+    derivatives with the fiducial simulations X_d they belong to."""
+    rng = np.random.RandomState(seed)
+    train, val = dict(tensors), dict(tensors)
+    for group in (("X", "y"), ("derivatives", "X_d")):
+        if group[0] not in tensors:
+            continue
+        n = len(tensors[group[0]])
+        n_val = max(1, int(round(fraction * n)))
+        if n - n_val < 3:
+            raise ValueError(f"early_stopping cannot hold out {n_val} of {n} simulations.")
+        order = torch.as_tensor(rng.permutation(n), device=tensors[group[0]].device)
+        for key in group:
+            if key in tensors:
+                val[key] = tensors[key][order[:n_val]]
+                train[key] = tensors[key][order[n_val:]]
+    return train, val
+
+
+def enough_to_validate(data, n_summaries, fraction):
+    """``early_stopping='auto'``: fresh simulations always validate; given simulations
+    only when the held-out part of each kind has at least ``10 (n_summaries + 1)`` of them
+    (fewer cannot estimate the covariance of the summaries)."""
+    if data["mode"] == "simulator":
+        return True
+    need = 10 * (n_summaries + 1)
+    sizes = [len(data[k]) for k in ("X", "derivatives") if data.get(k) is not None]
+    held = [int(round(fraction * n)) for n in sizes]
+    return all(h >= need and n - h >= need for h, n in zip(held, sizes))

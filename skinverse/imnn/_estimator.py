@@ -20,7 +20,7 @@ from .._base import (
     to_numpy,
 )
 from ..nn import MLP
-from ._data import check_derivatives
+from ._data import check_derivatives, enough_to_validate, split_simulations
 from ._fisher import fisher_statistics, imnn_loss, quasi_ml_estimate
 from ._simulate import simulate_derivatives, simulate_fiducial
 from ._steps import _FisherSteps, input_standardization
@@ -28,7 +28,14 @@ from ._steps import _FisherSteps, input_standardization
 _RECORDS = ("detF", "detC", "detinvC", "Lambda2", "r")
 
 
-@doc_defaults(early_stopping="'auto'", lr_schedule="'plateau'")
+@doc_defaults(
+    early_stopping="'auto'", lr_schedule="'plateau'",
+    types={"early_stopping": "'auto' or bool"},
+    notes={"early_stopping": (
+        "        'auto': validate on fresh simulations (simulator mode), or on a held-out\n"
+        "        ``validation_fraction`` of given simulations when it holds at least\n"
+        "        ``10 (n_summaries + 1)`` of each kind, else not at all. Otherwise:\n")},
+)
 @fill_doc(max_epochs=3000, learning_rate=0.01, n_iter_no_change=400)
 class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     r"""Information-maximising neural network: compress data to summaries that keep the
@@ -299,23 +306,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         """Validation data: fresh simulations, or a fraction of each kind of simulation."""
         if tensors["mode"] == "simulator":
             return tensors, self._simulate(make_generator(self._validation_seed()))
-        rng = np.random.RandomState(self._split_seed())
-        train, val = dict(tensors), dict(tensors)
-        # X and y are rows of the same simulations; derivatives go with their X_d.
-        groups = [("X", "y"), ("derivatives", "X_d")]
-        for group in groups:
-            if group[0] not in tensors:
-                continue
-            n = len(tensors[group[0]])
-            n_val = max(1, int(round(self.validation_fraction * n)))
-            if n - n_val < 3:
-                raise ValueError(f"early_stopping cannot hold out {n_val} of {n} simulations.")
-            order = torch.as_tensor(rng.permutation(n), device=self.device_)
-            for key in group:
-                if key in tensors:
-                    val[key] = tensors[key][order[:n_val]]
-                    train[key] = tensors[key][order[n_val:]]
-        return train, val
+        return split_simulations(tensors, self.validation_fraction, self._split_seed())
 
     def _n_rows(self, tensors):
         return len(tensors["X"]) if "X" in tensors else self.n_s
@@ -351,21 +342,11 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             raise ValueError(f"n_summaries={n_summaries} must be at least n_params="
                              f"{self.n_params_}.")
         self.n_summaries_ = n_summaries
-        self._data_validates = self._enough_to_validate(data)
+        self._data_validates = enough_to_validate(data, self.n_summaries_,
+                                                  self.validation_fraction)
         if self.model is not None:
             return copy.deepcopy(self.model)
         return MLP(self.n_features_in_, self._hidden_sizes(), n_summaries, activation="silu")
-
-    def _enough_to_validate(self, data):
-        """``early_stopping='auto'``: fresh simulations always validate; given simulations
-        only when the held-out part of each kind has at least ``10 (n_summaries + 1)``
-        of them (fewer cannot estimate the covariance of the summaries)."""
-        if data["mode"] == "simulator":
-            return True
-        need = 10 * (self.n_summaries_ + 1)
-        sizes = [len(data[k]) for k in ("X", "derivatives") if data.get(k) is not None]
-        held = [int(round(self.validation_fraction * n)) for n in sizes]
-        return all(h >= need and n - h >= need for h, n in zip(held, sizes))
 
     def _validates(self):
         if self.early_stopping != "auto":
@@ -657,11 +638,3 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         tags.target_tags.required = True  # y or derivatives carry the parameters
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
-
-
-IMNNTransformer.__doc__ = IMNNTransformer.__doc__.replace(
-    "early_stopping : bool, default='auto'",
-    "early_stopping : 'auto' or bool, default='auto'\n"
-    "        'auto': validate on fresh simulations (simulator mode), or on a held-out\n"
-    "        ``validation_fraction`` of given simulations when it holds at least\n"
-    "        ``10 (n_summaries + 1)`` of each kind, else not at all. Otherwise:")
