@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets._lazy import resolve_hdf5_dataset
+
 SIDE_KEYS = ("maps", "masks", "derivatives", "sample_weight")
 _ARRAY_KEYS = ("X", "y") + SIDE_KEYS
 
@@ -240,32 +242,13 @@ def _h5py():
     return h5py
 
 
-def _h5_dataset(handle, key, path, depth=0):
+def _h5_dataset(handle, key, path):
     """The dataset at ``key``, refusing external links and virtual datasets on the way
     (they would read other files)."""
-    h5py = _h5py()
-    parts = [p for p in key.split("/") if p]
-    for i in range(len(parts)):
-        prefix = "/" + "/".join(parts[: i + 1])
-        link = handle.get(prefix, getlink=True)
-        if link is None:
-            raise DataError(f"{str(path)!r} has no dataset {key!r}; top-level keys: "
-                            f"{sorted(handle)}.")
-        if isinstance(link, h5py.ExternalLink):
-            raise DataError(f"{str(path)!r}: {prefix!r} is an external link to "
-                            f"{link.filename!r}; external links are refused.")
-        if isinstance(link, h5py.SoftLink):
-            if depth > 8:
-                raise DataError(f"{str(path)!r}: too many soft links at {prefix!r}.")
-            rest = "/".join(parts[i + 1:])
-            return _h5_dataset(handle, link.path.rstrip("/") + "/" + rest, path, depth + 1)
-    node = handle[key]
-    if not isinstance(node, h5py.Dataset):
-        raise DataError(f"{str(path)!r}: {key!r} is a group, not a dataset.")
-    if node.is_virtual:
-        raise DataError(f"{str(path)!r}: {key!r} is a virtual dataset (it reads other files); "
-                        "refused.")
-    return node
+    try:
+        return resolve_hdf5_dataset(handle, key, path)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def _read_h5(path, keys):

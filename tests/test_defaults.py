@@ -72,7 +72,7 @@ def test_rim_wiener_init_is_the_posterior_mean_of_gaussian_signals():
     problem = make_linear_gaussian_problem("matrix", 10, condition=1e3,
                                            relative_noise=0.01, random_state=0)
     X, x = problem.sample(5000, random_state=1)
-    gain, offset = wiener_filter(problem.operator, problem.noise_std, x)
+    gain, offset = wiener_filter(problem.operator, problem.noise_std, [x])
     expected = problem.posterior_mean(X[:200])
     scale = np.abs(expected).max()
     np.testing.assert_allclose(X[:200] @ gain.T + offset, expected, atol=0.05 * scale)

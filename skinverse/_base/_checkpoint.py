@@ -37,7 +37,7 @@ _MAGIC = b"SKINVERSE-CKPT-2\n"
 _DIGEST_SIZE = 32
 # Parameters that may change between an interrupted fit and its resumption.
 _RESUMABLE_PARAMS = ("verbose", "callbacks", "log_dir", "checkpoint_dir", "max_epochs",
-                     "warm_start", "device")
+                     "warm_start", "device", "num_workers")
 
 
 # ---------------------------------------------------------------------- identity

@@ -88,7 +88,7 @@ def to_numpy(tensor, dtype=None):
     return array
 
 
-def check_finite_tensor(tensor, name, dtype_name, offset=0):
+def check_finite_tensor(tensor, name, dtype_name, offset=0, rows=None):
     """Raise a ValueError naming the sample and column of the first non-finite value.
 
     Called after the cast to the estimator's dtype: a finite float64 value beyond
@@ -99,7 +99,7 @@ def check_finite_tensor(tensor, name, dtype_name, offset=0):
     if bool(finite.all()):
         return
     bad = (~finite).reshape(len(tensor), -1).nonzero()[0].tolist()
-    row, column = bad[0] + offset, bad[1]
+    row, column = (bad[0] + offset if rows is None else int(rows[bad[0]])), bad[1]
     raise ValueError(
         f"{name} has a value that is NaN or infinite in {dtype_name} (sample {row}, "
         f"column {column} of the flattened sample). Values must be finite and, with "

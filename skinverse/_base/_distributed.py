@@ -1,10 +1,14 @@
 """Data-parallel training with ``torch.distributed`` (gloo on CPU, NCCL on GPU).
 
 When a process group is initialised (e.g. the script runs under ``torchrun``), every rank
-fits the same estimator on the same data with the same ``random_state``: all ranks draw
-the same global batches, each takes its own slice, and the gradients are averaged
-(weighted by slice size) before every optimiser step. The fitted estimator is an ordinary
-one -- no wrapper module -- and only rank 0 prints, logs and writes checkpoints.
+fits the same estimator with the same ``random_state``: all ranks draw the same global
+batches of row indices and each computes the loss of its own slice (reading only those
+rows when the data is lazy: a memory-map, an HDF5 dataset, a torch ``Dataset``).
+Gradients are reduced by :class:`torch.nn.parallel.DistributedDataParallel` -- bucketed,
+and overlapped with the backward pass -- with each rank's loss weighted by its slice's
+share of the batch, so every step is the step of the whole global batch. The fitted
+estimator is an ordinary one (the DDP wrapper lives only during ``fit``); only rank 0
+prints, logs and writes checkpoints.
 """
 
 import torch
@@ -50,3 +54,30 @@ def all_reduce_sum(tensor):
     """Sum a tensor over ranks, in place."""
     torch.distributed.all_reduce(tensor)
     return tensor
+
+
+class _LossModule(torch.nn.Module):
+    """The estimator's loss as a module, so that DDP sees every forward pass (its
+    parameters are the estimator's ``module_``; the estimator is not a submodule)."""
+
+    def __init__(self, estimator):
+        super().__init__()
+        self.net = estimator.module_
+        object.__setattr__(self, "_estimator", estimator)
+
+    def forward(self, batch):
+        return self._estimator._compute_loss(batch)
+
+
+def data_parallel(estimator):
+    """``DistributedDataParallel`` over the estimator's loss, or ``None`` when there is
+    nothing to train. ``find_unused_parameters`` (an extra graph traversal per step) only
+    for methods that may leave a trainable parameter out of a step."""
+    if not any(p.requires_grad for p in estimator.module_.parameters()):
+        return None
+    device = estimator.device_
+    return torch.nn.parallel.DistributedDataParallel(
+        _LossModule(estimator),
+        device_ids=[device.index or 0] if device.type == "cuda" else None,
+        find_unused_parameters=estimator._may_skip_parameters(),
+    )

@@ -74,6 +74,16 @@ SHARED_PARAMETERS = """\
         ``partial_fit`` and warm-started calls train in memory and do not checkpoint.
 """
 
+NUM_WORKERS = """
+    num_workers : int, default=0
+        ``DataLoader`` worker processes that read and validate the mini-batches of data
+        passed lazily to ``fit`` (a numpy memory-map, a
+        :class:`~skinverse.datasets.HDF5Array`, a map-style ``torch.utils.data.Dataset``);
+        ``0`` reads in the training process. Workers stay alive for the whole ``fit``;
+        batches are pinned when training on CUDA. Arrays in memory are indexed on the
+        device and never use workers.
+"""
+
 SHARED_ATTRIBUTES = """\
     module_ : torch.nn.Module
         The fitted network, on ``device_``.
@@ -107,13 +117,16 @@ SHARED_ATTRIBUTES = """\
 """
 
 
-def fill_doc(n_iter_no_change=10, batch_auto="``min(200, n_samples)``", **defaults):
+def fill_doc(n_iter_no_change=10, batch_auto="``min(200, n_samples)``", streams=False,
+             **defaults):
     """Class decorator: substitute ``{shared_parameters}`` and ``{shared_attributes}``
     into the docstring, with the class's own defaults shown."""
 
     def decorate(cls):
         params = SHARED_PARAMETERS.format(n_iter_no_change=n_iter_no_change,
                                           batch_auto=batch_auto, **defaults)
+        if streams:
+            params = params.rstrip("\n") + NUM_WORKERS
         cls.__doc__ = cls.__doc__.replace("{shared_parameters}", params.strip()).replace(
             "{shared_attributes}", SHARED_ATTRIBUTES.strip()
         )

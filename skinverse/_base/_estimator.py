@@ -91,6 +91,7 @@ class BaseTorchEstimator(TrainingLoop, BaseEstimator):
         "callbacks": [None, list],
         "log_dir": [None, str, os.PathLike],
         "checkpoint_dir": [None, str, os.PathLike],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],  # estimators that stream
     }
 
     def __init__(
@@ -209,7 +210,8 @@ class BaseTorchEstimator(TrainingLoop, BaseEstimator):
         """Everything on the CPU, the training state as its ``state_dict``: loads on any
         machine, and ``warm_start``/``partial_fit`` continue exactly after loading."""
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
-        for key in ("optimizer_", "scheduler_", "_generator", "_grad_scaler"):
+        for key in ("optimizer_", "scheduler_", "_generator", "_grad_scaler", "_loaders",
+                    "_parallel"):
             state.pop(key, None)
         training = state.pop("training_state_", None)
         if training is not None:

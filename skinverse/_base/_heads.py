@@ -41,17 +41,50 @@ def normalized_sample_weight(sample_weight, X, class_weight=None, y=None):
 
 
 def r2_tensor(y, pred, sample_weight=None):
-    """scikit-learn's ``r2_score`` (uniform average over outputs; a constant target scores
-    1 when predicted exactly, else 0) on tensors, with one synchronisation."""
-    y, pred = y.reshape(len(y), -1), pred.reshape(len(pred), -1).to(y.dtype)
-    w = torch.ones(len(y), 1, dtype=y.dtype, device=y.device) if sample_weight is None \
-        else sample_weight.reshape(-1, 1).to(y.dtype)
-    mean = (w * y).sum(dim=0) / w.sum()
-    num = (w * (y - pred) ** 2).sum(dim=0)
-    den = (w * (y - mean) ** 2).sum(dim=0)
-    safe = torch.where(den > 0, den, torch.ones_like(den))
-    r2 = torch.where(den > 0, 1 - num / safe, (num == 0).to(y.dtype))
-    return float(r2.mean())
+    """scikit-learn's ``r2_score`` (uniform average over outputs) on tensors."""
+    sums = R2Sums()
+    sums.add(y, pred, sample_weight)
+    return sums.r2()
+
+
+class R2Sums:
+    """Weighted R² accumulated over batches of (targets, predictions) tensors: per output
+    the weighted squared error and the weighted variance (means and centred sums merged
+    batch by batch, Chan et al.'s update), on the device until :meth:`r2`."""
+
+    def __init__(self):
+        self.weight = self.mean = self.centred = self.error = None
+
+    def add(self, y, pred, sample_weight=None):
+        y = y.reshape(len(y), -1).to(torch.float64)
+        pred = pred.reshape(len(pred), -1).to(torch.float64)
+        w = (torch.ones(len(y), 1, dtype=y.dtype, device=y.device) if sample_weight is None
+             else sample_weight.reshape(-1, 1).to(y.dtype))
+        weight = w.sum()
+        mean = (w * y).sum(dim=0) / weight
+        centred = (w * (y - mean) ** 2).sum(dim=0)
+        error = (w * (y - pred) ** 2).sum(dim=0)
+        if self.weight is None:
+            self.weight, self.mean, self.centred, self.error = weight, mean, centred, error
+            return
+        total = self.weight + weight
+        delta = mean - self.mean
+        self.centred = self.centred + centred + delta**2 * self.weight * weight / total
+        self.mean = self.mean + delta * weight / total
+        self.weight, self.error = total, self.error + error
+
+    def r2(self, multioutput="uniform_average"):
+        """scikit-learn's ``r2_score`` (a constant target scores 1 when predicted exactly,
+        else 0), uniform or variance-weighted over outputs; one synchronisation."""
+        num, den = self.error, self.centred
+        if multioutput == "variance_weighted":
+            total = den.sum()
+            if float(total) > 0:
+                return float(1 - num[den > 0].sum() / total)
+            return float(bool((num == 0).all()))
+        safe = torch.where(den > 0, den, torch.ones_like(den))
+        r2 = torch.where(den > 0, 1 - num / safe, (num == 0).to(den.dtype))
+        return float(r2.mean())
 
 
 class RegressorHead:
@@ -81,11 +114,15 @@ class RegressorHead:
         return (weights * (pred - batch["y"]).pow(2).mean(dim=1)).mean()
 
     def _validation_score(self, val):
+        """R² of the validation set, batch by batch (lazy data is never read whole)."""
+        sums = R2Sums()
         with torch.no_grad():
-            return r2_tensor(val["y"], self._forward(val["X"]), val.get("sample_weight"))
+            for batch in self._iter_batches(val, shuffle=False):
+                sums.add(batch["y"], self._forward(batch["X"]), batch.get("sample_weight"))
+        return sums.r2()
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the model to data matrix ``X`` and targets ``y``.
 
         Parameters
@@ -175,7 +212,8 @@ class ClassifierHead:
         return {"X": X, "y": encoded, "sample_weight": weights}
 
     def _stratify_labels(self, data):
-        return data["y"]
+        labels = getattr(data, "labels", None)  # lazy data: every row's label
+        return data["y"] if labels is None else labels
 
     def _compute_loss(self, batch):
         logits, weights = self._forward(batch["X"]), batch.get("sample_weight")
@@ -196,18 +234,50 @@ class ClassifierHead:
         return self.classes_[to_numpy(index)]
 
     def _validation_score(self, val):
-        """Accuracy on the validation set, on the device (one synchronisation)."""
+        """Accuracy on the validation set, batch by batch on the device (one
+        synchronisation)."""
+        correct = total = 0.0
         with torch.no_grad():
-            logits = self._forward(val["X"])
-            index = (logits[:, 0] > 0).long() if self.n_outputs_ == 1 else logits.argmax(dim=1)
-            correct = (index == val["y"]).to(logits.dtype)
-            weights = val.get("sample_weight")
-            if weights is None:
-                return float(correct.mean())
-            return float((weights * correct).sum() / weights.sum())
+            for batch in self._iter_batches(val, shuffle=False):
+                logits = self._forward(batch["X"])
+                index = ((logits[:, 0] > 0).long() if self.n_outputs_ == 1
+                         else logits.argmax(dim=1))
+                hits = (index == batch["y"]).to(torch.float64)
+                weights = batch.get("sample_weight")
+                weights = torch.ones_like(hits) if weights is None else weights.double()
+                correct = correct + (weights * hits).sum()
+                total = total + weights.sum()
+        return float(correct / total)
+
+    def _lazy_globals(self, source, reset):
+        """Labels are small: read whole, they decide ``classes_``, the class weights and
+        the stratified split (X stays on disk)."""
+        if "y" not in source.keys:
+            raise ValueError(f"{type(self).__name__} needs labels y: the Dataset's items "
+                             "must be (x, y) pairs.")
+        y = np.concatenate([a["y"] for _, a in source.chunks(keys=("y",))])
+        check_classification_targets(y)
+        sample_weight = None
+        if "sample_weight" in source.keys:
+            sample_weight = np.concatenate([a["sample_weight"] for _, a in
+                                            source.chunks(keys=("sample_weight",))])
+        kwargs = {}
+        if reset:
+            kwargs["classes"] = np.unique(y)
+            if len(kwargs["classes"]) < 2:
+                raise ValueError(f"{type(self).__name__} needs samples of at least 2 "
+                                 f"classes in y; got 1 class: {kwargs['classes'][0]!r}.")
+        classes = kwargs.get("classes", getattr(self, "classes_", None))
+        unseen = np.setdiff1d(y, classes)
+        if unseen.size:
+            raise ValueError(f"y contains labels {unseen.tolist()} not in classes_ "
+                             f"{classes.tolist()}.")
+        weights = normalized_sample_weight(sample_weight, y, getattr(self, "class_weight",
+                                                                     None), y)
+        return weights, np.searchsorted(classes, y), kwargs
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the model to data matrix ``X`` and labels ``y``.
 
         Parameters

@@ -26,8 +26,26 @@ from ..exceptions import (
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
 from ._checkpoint import Checkpointer
 from ._device import check_finite_tensor, resolve_device, resolve_dtype, to_tensor
-from ._distributed import all_reduce_sum, average_gradients, is_main_process, shard, world
+from ._distributed import (
+    all_reduce_sum,
+    average_gradients,
+    data_parallel,
+    is_main_process,
+    shard,
+    world,
+)
 from ._random import build_module_isolated, init_parameters, make_generator, shared_seed
+from ._sources import (
+    HEAD_ROWS,
+    STREAM_ROWS,
+    LazyPlan,
+    LazyRows,
+    check_finite_rows,
+    is_lazy_array,
+    lazy_source,
+    make_loader,
+    split_batch,
+)
 from ._state import BestWeights, DivergenceGuard, TrainingState
 from ._warn import warn_user
 
@@ -48,7 +66,14 @@ class TrainingLoop:
                 "This estimator has fitted weights but no training state to continue from "
                 "(it was loaded from an older skinverse): fit it afresh with "
                 "warm_start=False.")
-        data = self._validate_fit_data(X, y, reset=not continuing, **fit_params)
+        source = lazy_source(X, y, fit_params)
+        if source is not None and not self._streams(source):
+            X, y, fit_params = self._read_whole(source)
+            source = None
+        if source is not None:
+            data = self._validate_lazy(source, reset=not continuing)
+        else:
+            data = self._validate_fit_data(X, y, reset=not continuing, **fit_params)
         checkpointer, resumed = None, False
         if continuing:
             state = self.training_state_
@@ -57,15 +82,125 @@ class TrainingLoop:
         else:
             state = self._initialize(data)
             if not incremental and self.checkpoint_dir is not None:
-                checkpointer = Checkpointer(self.checkpoint_dir, self, data)
+                fingerprint = data.source.fingerprint() if source is not None else data
+                checkpointer = Checkpointer(self.checkpoint_dir, self, fingerprint)
                 resumed = self._resume(state, checkpointer)
             n_epochs = 1 if incremental else self.max_epochs - state.n_iter
         tensors = self._to_tensors(data)
         use_validation = self._validates() and not incremental
         train, val = self._split(tensors, data) if use_validation else (tensors, None)
-        self._fit_loop(state, train, val, n_epochs, incremental=incremental, resumed=resumed,
-                       checkpointer=checkpointer, continuing=continuing)
+        # Lazy data can fail in a batch read late in an epoch (a NaN, a damaged item):
+        # a fresh fit then leaves no model, a continued one the model it started from.
+        before = (_copy_state(state) if source is not None and continuing else None)
+        try:
+            self._fit_loop(state, train, val, n_epochs, incremental=incremental,
+                           resumed=resumed, checkpointer=checkpointer, continuing=continuing)
+        except Exception:
+            if source is not None and not continuing:
+                self._forget_fit()
+            elif before is not None:
+                state.load_state_dict(before)
+                self._publish(state)
+            raise
+        finally:
+            self._loaders = {}  # persistent DataLoader workers end with the fit
         return self
+
+    # ------------------------------------------------------------------ lazy data
+    def _streams(self, source):
+        """Whether this estimator (with these parameters) reads ``source`` batch by batch;
+        otherwise ``fit`` reads it whole into memory first."""
+        return True
+
+    def _read_whole(self, source):
+        """``(X, y, fit_params)`` of lazy data read into memory (estimators or settings
+        that do not stream); a warning unless it was only a memory-map (joblib hands
+        those to its workers)."""
+        on_disk = [c.array for c in source.columns.values() if is_lazy_array(c.array)]
+        if source.dataset is not None or not all(isinstance(a, np.memmap) for a in on_disk):
+            warn_user(f"{type(self).__name__} with these parameters does not stream its "
+                      f"training data: the {source.n} samples are read into memory.",
+                      UserWarning)
+        return split_batch(source.materialize())
+
+    def _lazy_globals(self, source, reset):
+        """What the whole data decides before any batch is validated: ``(normalised
+        sample weights or None, stratification labels or None, extra keyword arguments
+        of the head's validation)``. Reads only small per-sample columns."""
+        from ._heads import normalized_sample_weight  # (the heads import this module)
+
+        weights = None
+        if "sample_weight" in source.keys:
+            raw = np.concatenate([a["sample_weight"] for _, a in
+                                  source.chunks(keys=("sample_weight",))])
+            weights = normalized_sample_weight(raw, np.empty((source.n, 0)))
+        return weights, None, {}
+
+    def _validate_lazy(self, source, reset):
+        """Validate the first rows (which sets the fitted attributes) and gather what the
+        whole data decides; each batch is validated again when it is read."""
+        weights, labels, kwargs = self._lazy_globals(source, reset)
+        rows = np.arange(min(source.n, HEAD_ROWS))
+        raw = source.read(rows)
+        check_finite_rows(raw, rows)
+        X, y, other = split_batch(raw)
+        other.pop("sample_weight", None)
+        head = self._validate_fit_data(X, y, reset=reset, **kwargs, **other)
+        head["sample_weight"] = None if weights is None else weights[rows]
+        return LazyPlan(head, source, weights, labels)
+
+    def _validate_lazy_batch(self, plan, rows):
+        """A batch of lazy data validated as the head was (with ``reset=False``)."""
+        raw = plan.source.read(rows)
+        check_finite_rows(raw, rows)
+        X, y, other = split_batch(raw)
+        other.pop("sample_weight", None)
+        data = self._validate_fit_data(X, y, reset=False, **other)
+        data["sample_weight"] = None if plan.weights is None else plan.weights[rows]
+        return data
+
+    def _validated_chunks(self, data, size=STREAM_ROWS):
+        """``(rows, validated per-sample arrays)`` over all the training data, ``size``
+        rows at a time, in memory or lazy alike (so that statistics a method gathers from
+        the whole data are the same, bit for bit, whichever way it came)."""
+        n = data.source.n if isinstance(data, LazyPlan) else len(data["X"])
+        for start in range(0, n, size):
+            rows = np.arange(start, min(start + size, n))
+            if isinstance(data, LazyPlan):
+                yield rows, self._validate_lazy_batch(data, rows)
+            else:
+                yield rows, {k: v[start:start + size] if isinstance(v, np.ndarray) else v
+                             for k, v in data.items()}
+
+    def _cpu_tensors(self, data, rows=None):
+        """Per-sample arrays to CPU tensors in the module's dtype, checked finite (naming
+        the sample: ``rows`` maps batch positions to sample indices)."""
+        out = {}
+        for key, value in data.items():
+            if value is None:
+                continue
+            kind = np.asarray(value).dtype.kind
+            dtype = self._torch_dtype if kind in "fc" else torch.long if kind in "iu" else None
+            out[key] = to_tensor(value, dtype=dtype, device="cpu")
+            if kind in "fc":
+                check_finite_tensor(out[key], key, self.dtype, rows=rows)
+        return out
+
+    def _lazy_loader(self, plan):
+        """The fit's ``DataLoader`` over ``plan`` (made once per fit call)."""
+        loaders = self.__dict__.setdefault("_loaders", {})
+        if id(plan) not in loaders:
+            workers = int(getattr(self, "num_workers", 0) or 0)
+            loaders[id(plan)] = make_loader(self, plan, workers,
+                                            pin_memory=self.device_.type == "cuda")
+        return loaders[id(plan)]
+
+    def _read_batches(self, lazy, batches):
+        """Tensors on the device for each batch of rows (positions in ``lazy.rows``)."""
+        loader, sampler = self._lazy_loader(lazy.plan)
+        sampler.batches = [lazy.rows[np.asarray(b)] for b in batches]
+        for _, tensors in loader:
+            yield {k: v.to(self.device_, non_blocking=True) for k, v in tensors.items()}
 
     def _components(self):
         """The stateful components of a fit, in the order they act (see ``_state``)."""
@@ -83,6 +218,11 @@ class TrainingLoop:
     def _method_components(self):
         """Components a method adds before the guard (e.g. warm-up, EMA)."""
         return []
+
+    def _may_skip_parameters(self):
+        """Whether a training step may leave a trainable parameter unused (data-parallel
+        training then looks for them after every backward pass)."""
+        return False
 
     def _keeps_module_initialisation(self):
         """True when the module came from the user (keep its initialisation)."""
@@ -211,7 +351,10 @@ class TrainingLoop:
 
     def _to_tensors(self, data):
         """Per-sample arrays to tensors on the device (floats in the module's dtype),
-        checked finite after the cast (a float64 1e39 overflows float32)."""
+        checked finite after the cast (a float64 1e39 overflows float32). Lazy data
+        stays where it is: all its rows, read batch by batch."""
+        if isinstance(data, LazyPlan):
+            return LazyRows(data, np.arange(data.source.n))
         out = {}
         for key, value in data.items():
             if value is None:
@@ -251,6 +394,9 @@ class TrainingLoop:
                 f"early_stopping=True could not hold out validation_fraction="
                 f"{self.validation_fraction} of {n} samples: {exc}"
             ) from exc
+        if isinstance(tensors, LazyRows):
+            return (LazyRows(tensors.plan, tensors.rows[train_idx]),
+                    LazyRows(tensors.plan, tensors.rows[val_idx]))
         take = lambda idx: {  # noqa: E731
             k: v[torch.as_tensor(idx, device=v.device)] for k, v in tensors.items()
         }
@@ -258,23 +404,58 @@ class TrainingLoop:
 
     @staticmethod
     def _n_rows(tensors):
+        if isinstance(tensors, LazyRows):
+            return len(tensors)
         return len(next(iter(tensors.values())))
 
     def _effective_batch_size(self, n):
         return min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
 
-    def _iter_batches(self, tensors, *, shuffle):
-        """Mini-batches by indexing tensors already on the device (no DataLoader)."""
-        n = self._n_rows(tensors)
+    def _batch_rows(self, n, *, shuffle, min_rows=1):
+        """The mini-batches of an epoch as row positions (slices in order, or a
+        permutation drawn from the fit's generator). A last batch smaller than
+        ``min_rows`` (the data-parallel world size) joins the one before it."""
         size = self._effective_batch_size(n)
+        starts = list(range(0, n, size))
+        if len(starts) > 1 and n - starts[-1] < min_rows:
+            starts.pop()
+        bounds = list(zip(starts, starts[1:] + [n]))
         if not shuffle:
-            for start in range(0, n, size):
-                yield {k: v[start : start + size] for k, v in tensors.items()}
+            return [slice(a, b) for a, b in bounds]
+        order = torch.randperm(n, generator=self._generator)
+        return [order[a:b] for a, b in bounds]
+
+    def _iter_batches(self, tensors, *, shuffle):
+        """Mini-batches by indexing tensors already on the device (no DataLoader), or
+        read from lazy data through the fit's ``DataLoader``."""
+        batches = self._batch_rows(self._n_rows(tensors), shuffle=shuffle)
+        if isinstance(tensors, LazyRows):
+            yield from self._read_batches(tensors, [_positions(b) for b in batches])
             return
-        order = torch.randperm(n, generator=self._generator).to(self.device_)
-        for start in range(0, n, size):
-            idx = order[start : start + size]
-            yield {k: v[idx] for k, v in tensors.items()}
+        for rows in batches:
+            if not isinstance(rows, slice):
+                rows = rows.to(self.device_)
+            yield {k: v[rows] for k, v in tensors.items()}
+
+    def _local_batches(self, train):
+        """``(this rank's part of each global batch, its share of the batch)`` for one
+        training epoch. Every rank draws the same global batches; lazy data is read
+        only for this rank's rows."""
+        rank, size = world()
+        n = self._n_rows(train)
+        batches = self._batch_rows(n, shuffle=True, min_rows=size)
+        if isinstance(train, LazyRows):
+            local, shares = [], []
+            for rows in batches:
+                rows = _positions(rows)
+                bounds = [len(rows) * r // size for r in range(size + 1)]
+                local.append(rows[bounds[rank]:bounds[rank + 1]])
+                shares.append((bounds[rank + 1] - bounds[rank]) / len(rows))
+            yield from zip(self._read_batches(train, local), shares)
+            return
+        for rows in batches:
+            rows = rows.to(self.device_)
+            yield shard({k: v[rows] for k, v in train.items()}, len(rows))
 
     def _train_step(self, batch, share=1.0):
         """One optimiser step on (this rank's share of) a batch; returns the detached loss."""
@@ -282,23 +463,30 @@ class TrainingLoop:
             with torch.no_grad():
                 return self._compute_loss(batch).detach()
         self.optimizer_.zero_grad(set_to_none=True)
-        loss = self._compute_loss(batch)
+        parallel = getattr(self, "_parallel", None)
+        if parallel is not None:  # DistributedDataParallel: reduces while backward runs
+            loss = parallel(batch)
+            scaled = loss * (share * self._world_size)  # DDP averages: sum of share * grad
+        else:
+            loss = scaled = self._compute_loss(batch)
         scaler = self._grad_scaler
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        self._apply_step(share)
+        (scaled if scaler is None else scaler.scale(scaled)).backward()
+        self._apply_step(share, reduced=parallel is not None)
         return loss.detach()
 
-    def _apply_step(self, share=1.0):
+    def _apply_step(self, share=1.0, reduced=False):
         """Gradients in ``.grad`` -> one optimiser step, with the components around it.
 
         Under ``torch.distributed`` the gradients of the ranks' slices are averaged,
-        weighted by ``share``, so the step is the one of the whole global batch.
+        weighted by ``share``, so the step is the one of the whole global batch (already
+        done by ``DistributedDataParallel`` when ``reduced``; methods that step outside
+        :meth:`_train_step` get one flat all-reduce).
         """
         state, scaler = self.training_state_, self._grad_scaler
         for component in state.components:
             component.before_step(state)
         try:
-            if self._world_size > 1:
+            if self._world_size > 1 and not reduced:
                 average_gradients(self.module_.parameters(), share)
             if scaler is not None:
                 scaler.unscale_(self.optimizer_)
@@ -317,10 +505,7 @@ class TrainingLoop:
         """One pass over ``train``; returns the mean loss (one device sync per epoch)."""
         self.module_.train()
         losses, sizes = [], []
-        for index, batch in enumerate(self._iter_batches(train, shuffle=True)):
-            local, share = batch, 1.0
-            if self._world_size > 1:
-                local, share = shard(batch, self._n_rows(batch))
+        for index, (local, share) in enumerate(self._local_batches(train)):
             loss = self._train_step(local, share)
             losses.append(loss)
             sizes.append(self._n_rows(local))
@@ -370,6 +555,16 @@ class TrainingLoop:
                 f"batch_size {batch_size} is smaller than the {self._world_size} data-parallel "
                 "processes: every process needs at least one sample of each batch."
             )
+        self._parallel = data_parallel(self) if self._world_size > 1 else None
+        try:
+            self._run_epochs(state, train, val, n_epochs, incremental=incremental,
+                             resumed=resumed, checkpointer=checkpointer,
+                             continuing=continuing, batch_size=batch_size)
+        finally:
+            self._parallel = None
+
+    def _run_epochs(self, state, train, val, n_epochs, *, incremental, resumed,
+                    checkpointer, continuing, batch_size):
         callbacks = self._all_callbacks(math.ceil(self._n_rows(train) / batch_size))
         batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
         self._begin_call(state, train, val, resumed)
@@ -527,6 +722,28 @@ class TrainingLoop:
     def _parameters_finite(self):
         flags = [torch.isfinite(p).all() for p in self.module_.parameters()]
         return bool(torch.stack(flags).all()) if flags else True
+
+
+def _positions(rows):
+    """Row positions as a numpy array (from a slice or an index tensor)."""
+    if isinstance(rows, slice):
+        return np.arange(rows.start, rows.stop)
+    return rows.numpy()
+
+
+def _copy_state(state):
+    """A detached copy of a training state's ``state_dict`` (to roll a failed call back)."""
+    return _clone(state.state_dict())
+
+
+def _clone(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
 
 
 def _callback_key(index, callback):

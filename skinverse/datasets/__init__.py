@@ -13,6 +13,7 @@ from ._fisher_problems import (
     lognormal_problem,
 )
 from ._images import make_textured_images
+from ._lazy import HDF5Array
 from ._mri import (
     load_deepinpy_h5,
     make_cartesian_mask,
@@ -31,6 +32,7 @@ from ._signals import (
 
 __all__ = [
     "FisherProblem",
+    "HDF5Array",
     "LinearGaussianProblem",
     "MultiCoilData",
     "exponential_rate_problem",

@@ -235,6 +235,11 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             )
         return theta
 
+    def _streams(self, source):
+        """Simulations passed lazily are read whole (the Fisher loss needs the whole set
+        of each step); a ``simulator`` streams fresh ones instead."""
+        return False
+
     def _validate_fit_data(self, X, y, *, reset, derivatives=None):
         if X is None:
             if self.simulator is None:

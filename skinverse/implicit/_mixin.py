@@ -104,6 +104,10 @@ class _ImplicitMixin:
                 "fraction_converged_": "fraction_converged"}
 
     # ------------------------------------------------------------------ training steps
+    def _streams(self, source):
+        """Lazy data is read whole: the equilibria are cached per training sample."""
+        return False
+
     def _validate_fit_data(self, X, y, **kwargs):
         data = super()._validate_fit_data(X, y, **kwargs)
         if self.reuse_equilibria:

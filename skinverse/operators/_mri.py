@@ -22,7 +22,7 @@ def _checkerboard(H, W, device, dtype):
 
 
 def _centred(transform, x):
-    """``fftshift(transform(ifftshift(x)))`` over the last two axes. For even sizes the
+    r"""``fftshift(transform(ifftshift(x)))`` over the last two axes. For even sizes the
     shifts are checkerboard modulations, :math:`\pm C \odot F(C \odot x)`, one
     multiplication each instead of two copies (``roll``); odd sizes shift."""
     H, W = x.shape[-2:]

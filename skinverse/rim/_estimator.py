@@ -22,6 +22,8 @@ from .._base import (
     shared_params,
     to_numpy,
 )
+from .._base._heads import R2Sums
+from .._base._sources import STREAM_ROWS
 from ..nn import RecurrentConvNet, RecurrentDenseNet
 from ._module import INITS, LINKS, TRANSFORMS, RIMModule, step_weights
 from ._physics import (
@@ -33,6 +35,7 @@ from ._physics import (
     fit_linear_model,
     merge_physics_params,
     split_extras,
+    row_chunks,
     standardization,
     validate_extras,
     wiener_filter,
@@ -40,7 +43,7 @@ from ._physics import (
 
 
 @doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
-@fill_doc(max_epochs=200, learning_rate=0.001, n_iter_no_change=20)
+@fill_doc(max_epochs=200, learning_rate=0.001, n_iter_no_change=20, streams=True)
 class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
     r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
     :math:`X = F(y) + \text{noise}` (observations ``X``, signals ``y``).
@@ -239,8 +242,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
         n_iter_no_change=20, tol=1e-5, warm_start=False,
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
-        log_dir=None, checkpoint_dir=None,
+        log_dir=None, checkpoint_dir=None, num_workers=0,
     ):
+        self.num_workers = num_workers
         self.operator = operator
         self.noise_std = noise_std
         self.score_fn = score_fn
@@ -325,8 +329,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         data.update(validate_extras(extras, len(data["X"]), self.score_fn, self.energy_fn))
         if reset:
             self._standardization_ = None
-            if self._standardizes():
-                self._standardization_ = standardization(data["y"], data["X"], self.operator)
+            if self._standardizes() and not getattr(self, "_reading_lazily", False):
+                self._standardization_ = standardization(
+                    row_chunks(data["y"], data["X"], size=STREAM_ROWS), self.operator)
         if getattr(self, "_standardization_", None) is not None:
             data["X"] = self._standardize_observations(data["X"])
             mean, _, scale = self._standardization_
@@ -368,15 +373,37 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 raise ValueError("init='wiener' needs training signals y, an operator and "
                                  "a Gaussian noise level (no score_fn/energy_fn).")
             return
-        gain, offset = wiener_filter(self.operator_, self.physics_.noise_std, signals)
+        gain, offset = wiener_filter(self.operator_, self.physics_.noise_std, signals())
         module.set_wiener(gain, offset)
+
+    def _streams(self, source):
+        """Lazy data is read batch by batch unless the physics must be learned from all
+        of it at once (no operator: the least-squares model; no ``noise_std``: the
+        residual's spread)."""
+        learned = self.score_fn is None and self.energy_fn is None and (
+            self.operator is None or self.noise_std is None)
+        return not learned
+
+    def _validate_lazy(self, source, reset):
+        """The head validated in the data's units, then the standardisation gathered from
+        every row in one streamed pass (as for arrays), then the head in its units."""
+        self._reading_lazily = True
+        try:
+            plan = super()._validate_lazy(source, reset)
+        finally:
+            self._reading_lazily = False
+        if reset and self._standardizes():
+            chunks = ((c["y"], c["X"]) for _, c in self._validated_chunks(plan))
+            self._standardization_ = standardization(chunks, self.operator)
+            plan.update(self._validate_lazy_batch(plan, np.arange(len(plan["X"]))))
+        return plan
 
     def _build_module(self, data):
         operator, noise_std = self.operator, self.noise_std
         if data.get("simulate"):
             signals = observations = None
         else:
-            signals, observations = data["y"], data["X"]
+            signals, observations = data["y"], data["X"]  # (only the head of lazy data)
         if operator is None and self.score_fn is None and self.energy_fn is None:
             operator, noise_std = fit_linear_model(signals, observations)
         elif operator is not None:
@@ -425,7 +452,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                            self.score_transform, self.link)
         module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
                                  "fp16": torch.float16}[self.mixed_precision]
-        self._set_wiener_init(module, signals)
+        all_signals = None if signals is None else (
+            lambda: (c["y"] for _, c in self._validated_chunks(data)))
+        self._set_wiener_init(module, all_signals)
         return module
 
     def _initialize(self, data):
@@ -466,9 +495,13 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         return errors.mean() if weights is None else (weights * errors).mean()
 
     def _validation_score(self, val):
+        """Variance-weighted R² of the last step, batch by batch."""
+        sums = R2Sums()
         with torch.no_grad():
-            final = to_numpy(self._forward(val["X"], **split_extras(val))[:, -1])
-        return r2_score(to_numpy(val["y"]), final, multioutput="variance_weighted")
+            for batch in self._iter_batches(val, shuffle=False):
+                final = self._forward(batch["X"], **split_extras(batch))[:, -1]
+                sums.add(batch["y"], final)
+        return sums.r2("variance_weighted")
 
     def _run_epoch(self, train, batch_hooks):
         if getattr(self, "_simulating", False):  # fresh pairs every epoch

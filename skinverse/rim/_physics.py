@@ -108,19 +108,60 @@ def fit_linear_model(signals, observations):
     return MatrixOperator(solution.T), noise_std
 
 
-def standardization(signals, observations, operator):
+def row_chunks(*arrays, size=1024):
+    """The rows of ``arrays`` (in memory), ``size`` at a time: what the statistics below
+    read, so that data in memory and data read lazily in chunks of the same size give
+    the same numbers bit for bit."""
+    for start in range(0, len(arrays[0]), size):
+        yield tuple(a[start:start + size] for a in arrays)
+
+
+class Moments:
+    """Count, mean and centred second moments of rows seen chunk by chunk (float64; the
+    pairwise update of Chan, Golub and LeVeque, exact for any chunking up to rounding).
+    ``full=True`` keeps the whole co-moment matrix (a covariance), else its diagonal."""
+
+    def __init__(self, full=False):
+        self.full, self.n, self.mean, self.m2 = full, 0, None, None
+
+    def add(self, rows):
+        rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+        n, mean = len(rows), rows.mean(axis=0)
+        centred = rows - mean
+        m2 = centred.T @ centred if self.full else (centred**2).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return
+        total, delta = self.n + n, mean - self.mean
+        cross = np.outer(delta, delta) if self.full else delta**2
+        self.m2 = self.m2 + m2 + cross * (self.n * n / total)
+        self.mean = self.mean + delta * (n / total)
+        self.n = total
+
+
+def standardization(chunks, operator):
     """(signal offset, observation offset, scale) of the training data: the mean signal
     ``m``, its image ``A m`` and the RMS of the centred signals (1 when they are
     constant). Without an operator (the least-squares model is learned through the
-    origin) the offsets are 0 and the scale is the RMS of the signals."""
-    mean = signals.mean(axis=0)
+    origin) the offsets are 0 and the scale is the RMS of the signals.
+
+    ``chunks`` yields ``(signals, observations)`` row blocks (:func:`row_chunks`).
+    """
+    moments, raw_square, n_obs, dtype = Moments(), 0.0, None, None
+    for signals, observations in chunks:
+        moments.add(signals)
+        raw_square += float(np.square(np.asarray(signals, dtype=np.float64)).sum())
+        n_obs, dtype = observations.shape[1], observations.dtype
+    mean = moments.mean
     if operator is None:
         mean = np.zeros_like(mean)
-    scale = float(np.sqrt(np.mean((signals - mean) ** 2)))
+        scale = float(np.sqrt(raw_square / (moments.n * mean.size)))
+    else:
+        scale = float(np.sqrt(moments.m2.sum() / (moments.n * mean.size)))
     if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
         scale = 1.0
     if operator is None:
-        obs_mean = np.zeros(observations.shape[1], dtype=observations.dtype)
+        obs_mean = np.zeros(n_obs, dtype=dtype)
     else:
         op = copy.deepcopy(operator).to(dtype=torch.float64)
         with torch.no_grad():
@@ -130,12 +171,14 @@ def standardization(signals, observations, operator):
     return mean, obs_mean, scale
 
 
-def wiener_filter(operator, noise_std, signals):
+def wiener_filter(operator, noise_std, chunks):
     r"""The linear minimum-MSE estimator of the signals' mean :math:`m` and covariance
-    :math:`\Sigma` (estimated from ``signals``, with a jitter of :math:`10^{-6}` of their
+    :math:`\Sigma` (estimated from the signals, with a jitter of :math:`10^{-6}` of their
     variance): :math:`x_0 = m + G (X - A m)`,
     :math:`G = \Sigma A^\top (A \Sigma A^\top + \sigma^2 I)^{-1}`. For a Gaussian prior
     it is the posterior mean.
+
+    ``chunks`` yields row blocks of the signals (one pass, :class:`Moments`).
 
     Returns
     -------
@@ -143,14 +186,16 @@ def wiener_filter(operator, noise_std, signals):
     offset : ndarray of shape (n_signal,)
         :math:`m - G A m`.
     """
-    signals = np.asarray(signals, dtype=np.float64).reshape(len(signals), -1)
-    n = signals.shape[1]
+    moments = Moments(full=True)
+    for signals in chunks:
+        moments.add(signals)
+    n = moments.mean.size
     op = copy.deepcopy(operator).to("cpu", torch.float64)
     with torch.no_grad():
         eye = torch.eye(n, dtype=torch.float64).reshape(n, *op.input_shape)
         matrix = op.forward(eye).reshape(n, -1).numpy().T  # (n_obs, n)
-    mean = signals.mean(axis=0)
-    cov = np.cov(signals, rowvar=False).reshape(n, n) if len(signals) > 1 else np.zeros((n, n))
+    mean = moments.mean
+    cov = moments.m2 / (moments.n - 1) if moments.n > 1 else np.zeros((n, n))
     cov += 1e-6 * max(float(np.trace(cov)) / n, 1e-12) * np.eye(n)
     observed = matrix @ cov
     gram = observed @ matrix.T + noise_std**2 * np.eye(matrix.shape[0])

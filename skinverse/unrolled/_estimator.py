@@ -18,6 +18,7 @@ from .._base import (
     shared_params,
     to_numpy,
 )
+from .._base._sources import LazyRows
 from ..datasets._container import MultiCoilData, flat_to_images, images_to_flat
 from ..metrics import psnr, ssim
 from ..nn import DnCNN, ResNetDenoiser, UNet
@@ -56,7 +57,7 @@ def _magnitudes(flat, image_shape):
     return np.sqrt(two[:, 0] ** 2 + two[:, 1] ** 2)
 
 
-@fill_doc(max_epochs=50, learning_rate=0.001,
+@fill_doc(max_epochs=50, learning_rate=0.001, streams=True,
           batch_auto="``min(16, n_samples)`` for images (the activations of every unroll "
                      "are kept for the backward pass: ~34 MB per 64 x 64 8-coil image), "
                      "``min(200, n_samples)`` with ``operator='lstsq'``")
@@ -197,8 +198,9 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None,
         early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
         warm_start=False, random_state=None, device="auto", dtype="float32", verbose=0,
-        callbacks=None, log_dir=None, checkpoint_dir=None,
+        callbacks=None, log_dir=None, checkpoint_dir=None, num_workers=0,
     ):
+        self.num_workers = num_workers
         self.operator = operator
         self.method = method
         self.denoiser = denoiser
@@ -343,14 +345,18 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return images.real.reshape(images.shape[0], -1) if self._real_data else _real(images)
 
     def _noise_radius(self, data):
-        """Mean norm of the measured noise ``||A x - y||`` over the training pairs."""
-        tensors = super()._to_tensors({k: v for k, v in data.items() if v is not None})
+        """Mean norm of the measured noise ``||A x - y||`` over the training pairs (read
+        in chunks, in memory or lazy alike)."""
         operator = copy.deepcopy(self.operator_).to(self.device_, torch.float64)
-        with torch.no_grad():
-            images = self._to_complex(tensors["y"].double(), self.image_shape_)
-            kspace = self._to_complex(tensors["X"].double(), self._kspace_shape)
-            residual = operator.forward(images, **self._params(tensors)) - kspace
-        return float(residual.abs().pow(2).reshape(len(images), -1).sum(dim=1).sqrt().mean())
+        norms = []
+        for _, chunk in self._validated_chunks(data):
+            tensors = super()._to_tensors({k: v for k, v in chunk.items() if v is not None})
+            with torch.no_grad():
+                images = self._to_complex(tensors["y"].double(), self.image_shape_)
+                kspace = self._to_complex(tensors["X"].double(), self._kspace_shape)
+                residual = operator.forward(images, **self._params(tensors)) - kspace
+            norms.append(residual.abs().pow(2).reshape(len(images), -1).sum(dim=1).sqrt())
+        return float(torch.cat(norms).mean())
 
     def _initialize(self, data):
         state = super()._initialize(data)
@@ -396,13 +402,41 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         self.training_state_.history["cg_iterations"].append(
             float(np.mean(iterations)) if iterations else 0.0)
         self.module_.cg_iterations.clear()
-        self._monitor = train
+        if self.log_dir is not None:  # one training example for the TensorBoard panels
+            self._monitor = self._first_example(train)
         return loss
 
+    def _first_example(self, train):
+        if isinstance(train, LazyRows):
+            data = self._validate_lazy_batch(train.plan, train.rows[:1])
+            return {k: v.to(self.device_) for k, v in self._cpu_tensors(data).items()}
+        return {k: v[:1] for k, v in train.items() if v is not None}
+
+    def _may_skip_parameters(self):
+        """A learned ``lam`` is unused by the plain denoiser and by gradient steps."""
+        return self.method in ("resnet", "pgd") and self.learn_lam
+
+    def _streams(self, source):
+        """Lazy data is read batch by batch, except for ``operator='lstsq'`` (the dense
+        model is a least-squares fit to all pairs at once)."""
+        return not isinstance(self.operator, str)
+
     def _validation_score(self, val):
+        """PSNR of the validation images (unweighted), batch by batch."""
+        if self._real_data:
+            with torch.no_grad():
+                pred = to_numpy(self._forward(val["X"]))
+            return self._psnr(to_numpy(val["y"]), pred)
+        peaks, errors = [], []
         with torch.no_grad():
-            pred = to_numpy(self._forward(val["X"], val.get("maps"), val.get("masks")))
-        return self._psnr(to_numpy(val["y"]), pred)
+            for batch in self._iter_batches(val, shuffle=False):
+                pred = to_numpy(self._forward(batch["X"], batch.get("maps"),
+                                              batch.get("masks")))
+                ref = _magnitudes(to_numpy(batch["y"]), self.image_shape_)
+                est = _magnitudes(pred, self.image_shape_)
+                peaks.append(ref.max(axis=1))
+                errors.append(((est - ref) ** 2).mean(axis=1))
+        return _weighted_psnr(np.concatenate(peaks), np.concatenate(errors), None)
 
     def _psnr(self, truth, pred, sample_weight=None):
         """PSNR of :meth:`score` (the docstring there gives the formula)."""
@@ -433,7 +467,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return X, y, maps, masks
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, maps=None, masks=None, sample_weight=None):
+    def fit(self, X, y=None, maps=None, masks=None, sample_weight=None):
         """Train on k-space ``X`` and images ``y``.
 
         Parameters
@@ -512,7 +546,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         """lam, CG iterations and image panels of one training example."""
         writer.add_scalar("lam", float(self.module_.lam.detach()), epoch)
         writer.add_scalar("cg_iterations", self.cg_iters_[-1], epoch)
-        sample = {k: v[:1] for k, v in (self._monitor or {}).items() if v is not None}
+        sample = self._monitor or {}
         if not sample:
             return
         with torch.no_grad():

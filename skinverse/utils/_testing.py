@@ -3,6 +3,7 @@
 They prove the base on its own: a plain multilayer perceptron behind each head.
 """
 
+import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 
 from .._base import BaseTorchEstimator, Callback, ClassifierHead, RegressorHead, shared_params
@@ -32,8 +33,9 @@ class TorchMLPRegressor(RegressorMixin, _MLPMixin, RegressorHead, BaseTorchEstim
                  grad_clip=None, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, tol=1e-4, warm_start=False, random_state=None,
                  device="auto", dtype="float32", verbose=0, callbacks=None, log_dir=None,
-                 checkpoint_dir=None):
+                 checkpoint_dir=None, num_workers=0):
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.num_workers = num_workers
         super().__init__(**shared_params(locals()))
 
 
@@ -50,9 +52,10 @@ class TorchMLPClassifier(ClassifierMixin, _MLPMixin, ClassifierHead, BaseTorchEs
                  lr_schedule=None, grad_clip=None, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
                  random_state=None, device="auto", dtype="float32", verbose=0,
-                 callbacks=None, log_dir=None, checkpoint_dir=None):
+                 callbacks=None, log_dir=None, checkpoint_dir=None, num_workers=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.class_weight = class_weight
+        self.num_workers = num_workers
         super().__init__(**shared_params(locals()))
 
 
@@ -65,9 +68,26 @@ def regression_problem(n_samples=240, n_features=5, seed=0):
     return X, np.sin(2 * X[:, 0]) + X[:, 1] ** 2 - 0.5 * X[:, 2]
 
 
-def data_parallel_worker(rank, world_size, init_method, out_path, params):
+class RecordingDataset(torch.utils.data.Dataset):
+    """A map-style torch ``Dataset`` of ``(X[i], y[i])`` that records which items it
+    read (to test that each data-parallel rank reads only its own rows)."""
+
+    def __init__(self, X, y):
+        self.X, self.y, self.reads = X, y, []
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, index):
+        self.reads.append(int(index))
+        return self.X[index], self.y[index]
+
+
+def data_parallel_worker(rank, world_size, init_method, out_path, params, lazy=False):
     """One rank of a gloo data-parallel fit of :class:`TorchMLPRegressor`; rank 0 saves
-    its loss curve, weights and a pickle of the fitted estimator to ``out_path``."""
+    its loss curve, weights and a pickle of the fitted estimator to ``out_path``. With
+    ``lazy`` the data comes as a :class:`RecordingDataset` and every rank saves the
+    items it read."""
     import pickle
 
     import torch
@@ -77,7 +97,13 @@ def data_parallel_worker(rank, world_size, init_method, out_path, params):
                                          world_size=world_size)
     try:
         X, y = regression_problem()
-        est = TorchMLPRegressor(**params).fit(X, y)
+        if lazy:
+            data = RecordingDataset(X, y)
+            est = TorchMLPRegressor(**params).fit(data)
+            with open(f"{out_path}.rank{rank}.reads", "wb") as handle:
+                pickle.dump(data.reads, handle)
+        else:
+            est = TorchMLPRegressor(**params).fit(X, y)
         if rank == 0:
             with open(out_path, "wb") as handle:
                 pickle.dump({"loss_curve": est.loss_curve_, "estimator": est}, handle)
