@@ -14,6 +14,7 @@ EXTRAS = {
     "plot": ["matplotlib>=3.5"],
     "logging": ["tensorboard>=2.10", "tqdm>=4.60"],
     "distributed": ["dask[distributed]>=2023.1"],
+    "hdf5": ["h5py>=3"],
     "doc": ["sphinx>=7", "numpydoc>=1.6", "matplotlib>=3.8", "sphinx-gallery>=0.17"],
     "test": ["pytest>=7", "pandas>=1.5", "matplotlib>=3.5", "tensorboard>=2.10",
              "dask[distributed]>=2023.1", "h5py>=3"],

@@ -265,3 +265,29 @@ def test_each_rank_reads_only_its_share_and_the_fit_matches_one_process(tmp_path
     for epoch in range(3):
         share = [set(r[epoch * 120:(epoch + 1) * 120]) for r in training]
         assert not share[0] & share[1] and len(share[0] | share[1]) == len(X)
+
+
+def test_an_interrupted_fit_on_lazy_data_resumes_exactly(tmp_path):
+    """The checkpoint of lazy data is keyed by a chunked hash of its bytes."""
+    from skinverse.exceptions import TrainingInterruptedWarning
+    from skinverse.utils._testing import RaiseAt
+
+    X, y, _ = regression_data()
+    lazy = (memmap(tmp_path, "X", X), memmap(tmp_path, "y", y))
+    params = dict(MLP, max_epochs=6, checkpoint_dir=tmp_path / "ckpt")
+    reference = TorchMLPRegressor(**MLP | {"max_epochs": 6}).fit(X, y)
+    with pytest.warns(TrainingInterruptedWarning):
+        TorchMLPRegressor(**params, callbacks=[RaiseAt(3)]).fit(*lazy)
+    resumed = TorchMLPRegressor(**params).fit(*lazy)
+    np.testing.assert_array_equal(resumed.predict(X), reference.predict(X))
+    other = X.copy()
+    other[5, 0] += 1.0  # other data: a fit of its own, not the checkpoint above
+    fresh = TorchMLPRegressor(**params).fit(memmap(tmp_path, "other", other), lazy[1])
+    assert fresh.n_iter_ == 6 and len(list((tmp_path / "ckpt").iterdir())) == 2
+
+
+def test_a_model_fitted_with_loader_workers_pickles(tmp_path):
+    X, y, _ = regression_data()
+    est = TorchMLPRegressor(**MLP, num_workers=1).fit(DictDataset(X=X, y=y))
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(clone.predict(X), est.predict(X))

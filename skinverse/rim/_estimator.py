@@ -22,6 +22,7 @@ from .._base import (
     shared_params,
     to_numpy,
 )
+from .._base._distributed import shard
 from .._base._heads import R2Sums
 from .._base._sources import STREAM_ROWS
 from ..nn import RecurrentConvNet, RecurrentDenseNet
@@ -503,10 +504,18 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 sums.add(batch["y"], final)
         return sums.r2("variance_weighted")
 
-    def _run_epoch(self, train, batch_hooks):
-        if getattr(self, "_simulating", False):  # fresh pairs every epoch
-            train = self._simulate(self._n_rows(train))
-        return super()._run_epoch(train, batch_hooks)
+    def _local_batches(self, train):
+        """With ``prior_sampler``: fresh pairs every epoch, simulated one batch at a time
+        (an epoch of ``n_simulations`` is never held whole); every data-parallel rank
+        simulates the same global batch from the shared stream and keeps its slice."""
+        if not getattr(self, "_simulating", False):
+            yield from super()._local_batches(train)
+            return
+        n = self._n_rows(train)
+        size = self._effective_batch_size(n)
+        for start in range(0, n, size):
+            rows = min(size, n - start)
+            yield shard(self._simulate(rows), rows)
 
     def _fit_loop(self, state, train, val, n_epochs, **kwargs):
         super()._fit_loop(state, train, val, n_epochs, **kwargs)
