@@ -236,17 +236,20 @@ class ClassifierHead:
     def _validation_score(self, val):
         """Accuracy on the validation set, batch by batch on the device (one
         synchronisation)."""
-        correct = total = 0.0
+        correct = total = 0
         with torch.no_grad():
             for batch in self._iter_batches(val, shuffle=False):
                 logits = self._forward(batch["X"])
                 index = ((logits[:, 0] > 0).long() if self.n_outputs_ == 1
                          else logits.argmax(dim=1))
-                hits = (index == batch["y"]).to(torch.float64)
+                hits = index == batch["y"]
                 weights = batch.get("sample_weight")
-                weights = torch.ones_like(hits) if weights is None else weights.double()
-                correct = correct + (weights * hits).sum()
-                total = total + weights.sum()
+                if weights is None:
+                    correct, total = correct + hits.sum(), total + len(hits)
+                else:
+                    weights = weights.double()
+                    correct = correct + (weights * hits).sum()
+                    total = total + weights.sum()
         return float(correct / total)
 
     def _lazy_globals(self, source, reset):

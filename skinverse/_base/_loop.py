@@ -455,7 +455,8 @@ class TrainingLoop:
             return
         for rows in batches:
             rows = rows.to(self.device_)
-            yield shard({k: v[rows] for k, v in train.items()}, len(rows))
+            batch = {k: v[rows] for k, v in train.items()}
+            yield (batch, 1.0) if size == 1 else shard(batch, len(rows))
 
     def _train_step(self, batch, share=1.0):
         """One optimiser step on (this rank's share of) a batch; returns the detached loss."""
@@ -508,7 +509,7 @@ class TrainingLoop:
         for index, (local, share) in enumerate(self._local_batches(train)):
             loss = self._train_step(local, share)
             losses.append(loss)
-            sizes.append(self._n_rows(local))
+            sizes.append(len(local["X"]) if "X" in local else self._n_rows(local))
             for hook in batch_hooks:
                 hook.on_batch_end(self, index, loss)
         weights = torch.tensor(sizes, dtype=torch.float64, device=self.device_)
