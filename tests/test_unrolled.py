@@ -240,3 +240,26 @@ def test_centred_fft_equals_the_shifted_definition(shape):
         ref = torch.fft.fftshift(transform(torch.fft.ifftshift(x, dim=axes), norm="ortho"),
                                  dim=axes)
         torch.testing.assert_close(fast(x), ref, rtol=0, atol=1e-14)
+
+
+def test_a_real_operator_on_real_images_is_tikhonov_deblurring():
+    """X and y of the operator's own sizes (no imaginary parts): CG-SENSE with a fixed
+    lambda is (A^T A + lambda I)^-1 A^T y, computed densely; MoDL trains on real images."""
+    from skinverse.datasets import make_textured_images
+    from skinverse.operators import Blur
+    from skinverse.operators._families import gaussian_kernel
+
+    images = make_textured_images(12, 8, random_state=0).reshape(12, -1)
+    blur = Blur(gaussian_kernel(5, 1.0, ndim=2), (8, 8))
+    A = _dense(blur.to(dtype=torch.float64)).numpy().real
+    X = images @ A.T + 0.01 * np.random.RandomState(0).normal(size=images.shape)
+    lam = 0.05
+    sense = UnrolledRegressor(operator=blur, method="cg-sense", lam=lam, learn_lam=False,
+                              cg_max_iter=300, cg_tol=1e-14, dtype="float64", max_epochs=1,
+                              device="cpu").fit(X, images)
+    expected = np.linalg.solve(A.T @ A + lam * np.eye(64), A.T @ X.T).T
+    np.testing.assert_allclose(sense.predict(X), expected, rtol=1e-6, atol=1e-7)
+    modl = UnrolledRegressor(operator=blur, width=4, depth=1, n_unrolls=2, max_epochs=2,
+                             loss="ssim+l1", random_state=0, device="cpu").fit(X, images)
+    assert modl.predict(X).shape == images.shape and modl.image_shape_ == (8, 8)
+    assert np.isfinite(modl.score(X, images))

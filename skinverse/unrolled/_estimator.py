@@ -24,7 +24,7 @@ from ..metrics import psnr, ssim
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MatrixOperator, MultiCoilMRI
 from ._losses import LOSSES, per_sample_loss
-from ._module import UnrolledModule
+from ._module import RealPartsOperator, UnrolledModule
 
 _DENOISERS = {"resnet": ResNetDenoiser, "dncnn": DnCNN, "unet": UNet}
 
@@ -100,8 +100,12 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         The forward model; ``None`` is :class:`~skinverse.operators.MultiCoilMRI` with the
         per-sample maps and masks (an error without them). A given operator may still take
         per-sample ``masks`` (e.g. :class:`~skinverse.operators.SubsampledFourier` without
-        a fixed mask). ``'lstsq'``: a dense operator fitted by least squares to real
-        ``(X, y)`` pairs (generic regression data; no maps or masks).
+        a fixed mask). A real operator (e.g. :class:`~skinverse.operators.Blur`) given
+        ``X`` and ``y`` of its own sizes -- one value per entry, no imaginary parts --
+        reconstructs real images (deblurring, inpainting); with twice those sizes the
+        data are real and imaginary parts, as for MRI. ``'lstsq'``: a dense operator
+        fitted by least squares to real ``(X, y)`` pairs (generic regression data; no maps
+        or masks).
     method : {'modl', 'cg-sense', 'dbp', 'pgd', 'resnet'}, default='modl'
         The reconstruction (formulas above): MoDL alternates the denoiser with an exact
         data-consistency solve; CG-SENSE is the classical baseline (only :math:`\lambda`
@@ -273,8 +277,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         if masks is not None and tuple(masks.shape[1:]) != tuple(image_shape):
             raise ValueError(f"masks have image shape {masks.shape[1:]} but the maps or the "
                              f"operator have {tuple(image_shape)}.")
-        if not reset and self._real_data:
-            raise ValueError("This model was fitted on real data without maps or masks.")
+        if not reset and self._real_data and maps is not None:
+            raise ValueError("This model was fitted on real images; it takes no coil maps.")
         if not reset and tuple(image_shape) != self.image_shape_:
             raise ValueError(f"images of shape {tuple(image_shape)} differ from the fitted "
                              f"{self.image_shape_}.")
@@ -288,6 +292,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         real = image_shape is None
         if real:  # generic regression data: real images (1, d), measurements (m,)
             image_shape, kspace_shape = (y_2d.shape[1],), (X.shape[1],)
+        elif self._real_layout(X.shape[1], y_2d.shape[1], image_shape, kspace_shape):
+            real = True  # a real operator (e.g. a blur) on real images
         else:
             self._check_sizes(X.shape[1], y_2d.shape[1], image_shape, kspace_shape)
         if reset:
@@ -298,6 +304,14 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         y = y_2d
         return {"X": X, "y": y, **side,
                 "sample_weight": normalized_sample_weight(sample_weight, X)}
+
+    def _real_layout(self, n_x, n_y, image_shape, kspace_shape):
+        """A given real operator with X and y of its own sizes (one value per entry, no
+        imaginary parts): real images, e.g. deblurring."""
+        op = self.operator
+        if op is None or isinstance(op, str) or getattr(op, "complex_input", False):
+            return False
+        return n_x == int(np.prod(kspace_shape)) and n_y == int(np.prod(image_shape))
 
     @staticmethod
     def _check_sizes(n_x, n_y, image_shape, kspace_shape):
@@ -310,12 +324,14 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
     # ------------------------------------------------------------------ module
     def _build_module(self, data):
-        if self._real_data:
+        if isinstance(self.operator, str):
             solution, *_ = np.linalg.lstsq(data["y"], data["X"], rcond=None)
             self.operator_ = MatrixOperator(solution.T)  # X ~ y A^T, least squares
         elif self.operator is None:
             self.operator_ = MultiCoilMRI(image_shape=self.image_shape_,
                                           n_coils=self._kspace_shape[0])
+        elif self._real_data:
+            self.operator_ = RealPartsOperator(copy.deepcopy(self.operator))
         else:
             self.operator_ = copy.deepcopy(self.operator)
         denoisers = torch.nn.ModuleList()

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
+from ..operators import LinearOperator
 
 
 def _softplus_inverse(value):
@@ -131,3 +132,34 @@ class UnrolledModule(nn.Module):
             v = y + d * scale.reshape(shape)
             u = u + ax - v
         return x
+
+
+class RealPartsOperator(LinearOperator):
+    """A real operator applied to complex images part by part: :math:`A(u + iv) = Au +
+    iAv` (what the unrolled schemes, which run in complex arithmetic, need of a real
+    operator such as a blur)."""
+
+    def __init__(self, operator):
+        super().__init__(operator.input_shape, operator.output_shape)
+        self.operator = operator
+
+    def _lift(self, apply, x):
+        if not x.is_complex():
+            return apply(x)
+        return torch.complex(apply(x.real), apply(x.imag))
+
+    def forward(self, x):
+        return self._lift(self.operator.forward, x)
+
+    def adjoint(self, y):
+        return self._lift(self.operator.adjoint, y)
+
+    def norm(self, *args, **kwargs):
+        return self.operator.norm(*args, **kwargs)
+
+    def to(self, device=None, dtype=None):
+        self.operator.to(device, dtype)
+        return self
+
+    def __repr__(self):
+        return f"RealPartsOperator({self.operator!r})"
