@@ -24,8 +24,7 @@ from _common import print_table, write_json
 
 from skinverse.datasets import load_sample_patches, make_textured_images
 from skinverse.metrics import psnr, ssim
-from skinverse.operators import Blur
-from skinverse.operators._families import gaussian_kernel
+from skinverse.operators import Blur, gaussian_kernel
 from skinverse.unrolled import UnrolledRegressor
 
 

@@ -246,8 +246,7 @@ def test_a_real_operator_on_real_images_is_tikhonov_deblurring():
     """X and y of the operator's own sizes (no imaginary parts): CG-SENSE with a fixed
     lambda is (A^T A + lambda I)^-1 A^T y, computed densely; MoDL trains on real images."""
     from skinverse.datasets import make_textured_images
-    from skinverse.operators import Blur
-    from skinverse.operators._families import gaussian_kernel
+    from skinverse.operators import Blur, gaussian_kernel
 
     images = make_textured_images(12, 8, random_state=0).reshape(12, -1)
     blur = Blur(gaussian_kernel(5, 1.0, ndim=2), (8, 8))
