@@ -169,7 +169,10 @@ def child_fit(name, directory, baseline):
         arrays = {key: np.array(value[:est.batch_size]) for key, value in arrays.items()}
     start = time.perf_counter()
     fit(est, arrays)
-    return {"seconds": time.perf_counter() - start, "n_iter": int(est.n_iter_)}
+    seconds = time.perf_counter() - start
+    with open("/proc/self/status") as handle:  # cross-check of wait4's ru_maxrss
+        hwm = [int(line.split()[1]) / 1024 for line in handle if line.startswith("VmHWM:")]
+    return {"seconds": seconds, "n_iter": int(est.n_iter_), "vmhwm_mb": hwm[0] if hwm else None}
 
 
 def child_subset(name, directory, rows):
@@ -236,6 +239,7 @@ def bench(name, directory, gb, subset, threads):
     return {
         "estimator": name, "samples": n, "data_mb": data_mb, "write_seconds": write_s,
         "peak_rss_mb": lazy["peak_rss_mb"], "baseline_rss_mb": base["peak_rss_mb"],
+        "peak_vmhwm_mb": lazy["vmhwm_mb"], "baseline_vmhwm_mb": base["vmhwm_mb"],
         "data_attributable_mb": lazy["peak_rss_mb"] - base["peak_rss_mb"],
         "ratio_data_over_peak": data_mb / lazy["peak_rss_mb"],
         "fit_seconds": lazy["seconds"], "epochs": lazy["n_iter"],
