@@ -1,5 +1,8 @@
 """Device and dtype resolution, and tensor conversion at the numpy boundary."""
 
+import ctypes
+import functools
+
 import numpy as np
 import torch
 
@@ -106,3 +109,25 @@ def check_finite_tensor(tensor, name, dtype_name, offset=0, rows=None):
         f"dtype={dtype_name!r}, within its range (float32: |x| < 3.4e38); rescale the "
         "data or use dtype='float64'."
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return None
+
+
+def release_free_memory():
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Batches of a few hundred kB are freed and allocated again in a varying order; glibc
+    serves them from its heap and keeps the free space, so the resident memory of a long
+    epoch grew by ~0.3 MB per batch (a 100k-row RIM epoch: 242 -> 466 MB anonymous;
+    trimmed every 50 batches it stayed at 311 MB). A no-op where the C library is not
+    glibc.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
