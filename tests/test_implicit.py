@@ -17,7 +17,11 @@ from skinverse.callbacks import Callback
 from skinverse.exceptions import EquilibriumConvergenceWarning
 from skinverse.implicit import ImplicitClassifier, ImplicitRegressor
 from skinverse.implicit._module import ACTIVATIONS, ImplicitModule
-from skinverse.implicit._projection import _project_rows_torch, project_rows_l1
+from skinverse.implicit._projection import (
+    _project_rows_torch,
+    project_rows_l1,
+    project_rows_l1_,
+)
 from skinverse.implicit._solvers import anderson, picard
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -35,17 +39,38 @@ def _l1_ball_reference(v, radius):
 
 
 # ---------------------------------------------------------------- well-posedness
-@pytest.mark.parametrize("implementation", ["numpy", "torch"])
-def test_row_projection_matches_bisection_and_keeps_inside_rows(implementation):
+def _in_place(A, radius):
+    A = A.clone()
+    project_rows_l1_(A, radius)
+    return A
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("implementation", ["default", "in-place", "torch"])
+def test_row_projection_matches_bisection_and_keeps_inside_rows(implementation, dtype):
     rng = np.random.RandomState(0)
     A = rng.normal(size=(40, 25))
     A[:5] *= 0.001  # rows already inside the ball
-    project = {"numpy": project_rows_l1, "torch": _project_rows_torch}[implementation]
-    P = project(torch.as_tensor(A), 0.95).numpy()
+    A[5] = 0.0
+    A[6] = 0.0
+    A[6, 3] = -5.0  # one entry outside: the threshold leaves 0.95 of it
+    project = {"default": project_rows_l1, "in-place": _in_place,
+               "torch": _project_rows_torch}[implementation]
+    P = project(torch.as_tensor(A, dtype=dtype), 0.95).double().numpy()
     expected = np.stack([_l1_ball_reference(row, 0.95) for row in A])
-    np.testing.assert_allclose(P, expected, atol=1e-12)
-    np.testing.assert_array_equal(P[:5], A[:5])
-    assert np.abs(P).sum(axis=1).max() <= 0.95 + 1e-12
+    atol = 1e-12 if dtype == torch.float64 else 1e-6
+    np.testing.assert_allclose(P, expected, atol=atol)
+    np.testing.assert_array_equal(P[:6], A[:6].astype(P.dtype if dtype == torch.float64
+                                                      else np.float32))
+    assert np.abs(P).sum(axis=1).max() <= 0.95 + 10 * atol
+
+
+def test_in_place_projection_skips_a_well_posed_matrix():
+    A = torch.full((4, 4), 0.2, dtype=torch.float64)
+    before = A.clone()
+    assert not project_rows_l1_(A, 0.95)
+    assert torch.equal(A, before)
+    assert project_rows_l1_(A, 0.5) and torch.allclose(A, torch.full_like(A, 0.125))
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "silu"])

@@ -4,12 +4,16 @@ r"""The implicit model as a ``torch.nn.Module``: equilibrium forward, implicit b
 
     z = \phi(A z + B u + b), \qquad \hat y = C z + D u + c.
 
-The forward solve runs without autograd; one differentiable application of the map at the
-equilibrium carries the gradient to :math:`A, B, b`, and a hook on its output replaces the
-incoming gradient :math:`g` by the solution :math:`w` of the adjoint fixed point
-:math:`w = g + J^\top w` with :math:`J = \operatorname{diag}(\phi'(A z + B u + b)) A`
-(implicit differentiation), or the gradient of a few unrolled steps ('phantom'), or the
-dense solve of :math:`(I - J)^\top w = g` ('exact').
+The forward solve runs without autograd and its result :math:`z^\star` is the model's
+state. One autograd node (:class:`_EquilibriumGrad`) stands for the whole solve: given
+the incoming gradient :math:`g` it finds the solution :math:`w` of the adjoint fixed
+point :math:`w = g + J^\top w` with :math:`J = \operatorname{diag}(\phi'(A z^\star + B u
++ b)) A` (implicit differentiation), or takes :math:`w = g` (the Jacobian-free,
+one-step 'phantom' gradient), or solves :math:`(I - J)^\top w = g` densely ('exact'),
+and returns :math:`v = \phi' \odot w` to :math:`B u + b` and :math:`v^\top z^\star` to
+:math:`A`. No extra application of the map is made, differentiable or not. 'phantom'
+with ``backward_steps`` :math:`k > 1` back-propagates through :math:`k` applications of
+the map from :math:`z^\star`.
 """
 
 import math
@@ -17,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from ._projection import inf_norm, monotone_matrix, project_rows_l1
+from ._projection import inf_norm, monotone_matrix, project_rows_l1_
 from ._solvers import SOLVERS, picard
 
 
@@ -57,6 +61,53 @@ ACTIVATIONS = {
     # SiLU is neither monotone nor non-expansive: its slope peaks at 1.0998.
     "silu": (nn.functional.silu, _silu_grad, 1.0998, False),
 }
+
+
+def _tanh_slope_from_output(z):
+    return 1 - z * z
+
+
+def _sigmoid_slope_from_output(z):
+    return z * (1 - z)
+
+
+#: phi -> phi'(pre) written with the output phi(pre) only, for the built-in activations
+#: whose derivative is a function of their value (ReLU-type: phi(x) > 0 iff x > 0). The
+#: backward then needs no extra application of the map; other activations compute it.
+_SLOPE_FROM_OUTPUT = {
+    torch.relu: _relu_grad,
+    _leaky_relu: _leaky_relu_grad,
+    torch.tanh: _tanh_slope_from_output,
+    torch.sigmoid: _sigmoid_slope_from_output,
+}
+
+#: phi -> its in-place version, used inside the solvers (no autograd there).
+_IN_PLACE = {torch.relu: torch.relu_, torch.tanh: torch.tanh_, torch.sigmoid: torch.sigmoid_}
+
+
+class _EquilibriumGrad(torch.autograd.Function):
+    r"""The equilibrium :math:`z^\star` as one autograd node of :math:`(A, Bu + b)`.
+
+    ``forward(A, injected, z_star, slope, adjoint)`` returns ``z_star``; ``backward``
+    turns the incoming gradient :math:`g` into :math:`w` = ``adjoint(g, slope, A)`` and
+    returns :math:`(v^\top z^\star, v)` with :math:`v = \phi' \odot w`, the gradients
+    of :math:`\phi(A z + \text{injected})` at :math:`z = z^\star` once :math:`g` is
+    replaced by :math:`w`.
+    """
+
+    @staticmethod
+    def forward(ctx, A, injected, z_star, slope, adjoint):
+        ctx.save_for_backward(A, z_star, slope)
+        ctx.adjoint = adjoint
+        return z_star.view_as(z_star)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        A, z_star, slope = ctx.saved_tensors
+        v = torch.mul(ctx.adjoint(grad, slope, A), slope)
+        grad_A = torch.mm(v.T, z_star) if ctx.needs_input_grad[0] else None
+        return grad_A, v if ctx.needs_input_grad[1] else None, None, None, None
 
 
 class ImplicitModule(nn.Module):
@@ -158,10 +209,10 @@ class ImplicitModule(nn.Module):
         if self.structure == "low_rank":
             norms = (self.P @ self.Q.T).abs().sum(dim=1)
             self.P.mul_((radius / norms.clamp_min(radius))[:, None])
-        elif self.structure == "upper":
-            self.A.copy_(project_rows_l1(self.A * self.mask, radius))
         else:
-            self.A.copy_(project_rows_l1(self.A, radius))
+            if self.structure == "upper":
+                self.A.mul_(self.mask)
+            project_rows_l1_(self.A, radius)  # in place, only when a row is outside
 
     def a_inf_norm(self):
         with torch.no_grad():
@@ -180,7 +231,7 @@ class ImplicitModule(nn.Module):
     def equilibrium(self, A, injected, z0=None):
         """Solve :math:`z = \\phi(z A^\\top + \\text{injected})` without autograd."""
         z0 = torch.zeros_like(injected) if z0 is None else z0
-        phi, At = self.phi, A.T
+        phi, At = _IN_PLACE.get(self.phi, self.phi), A.T
         with torch.no_grad():
             if self.well_posedness == "monotone":
                 step = self._monotone_step(A)
@@ -207,48 +258,62 @@ class ImplicitModule(nn.Module):
         The equilibrium found is stored in ``self.last_equilibrium``.
         """
         A = self.matrix_A()
-        injected = U @ self.B.T
-        if self.b is not None:
-            injected = injected + self.b
+        injected = U @ self.B.T if self.b is None else torch.addmm(self.b, U, self.B.T)
         z_star, stats = self.equilibrium(A.detach(), injected.detach(), z0)
         self._solved("forward", stats)
         self.last_equilibrium = z_star
-        pre = z_star @ A.T + injected
-        z = self.phi(pre)
-        if torch.is_grad_enabled() and z.requires_grad:
-            z = self._attach_backward(z, pre, A, injected)
-        out = z @ self.C.T
-        if self.D is not None:
-            out = out + U @ self.D.T
-        return out + self.c if self.c is not None else out
+        z = z_star
+        if torch.is_grad_enabled() and (A.requires_grad or injected.requires_grad):
+            z = self._differentiable_state(z_star, A, injected)
+        direct = None if self.D is None else (
+            U @ self.D.T if self.c is None else torch.addmm(self.c, U, self.D.T))
+        if direct is not None:
+            return torch.addmm(direct, z, self.C.T)
+        return z @ self.C.T if self.c is None else torch.addmm(self.c, z, self.C.T)
 
-    def _attach_backward(self, z, pre, A, injected):
+    def _slope(self, z_star, A, injected):
+        """:math:`\\phi'(A z^\\star + \\text{injected})`, from :math:`z^\\star` when the
+        activation allows (no product with :math:`A`)."""
+        from_output = _SLOPE_FROM_OUTPUT.get(self.phi)
+        if from_output is not None:
+            return from_output(z_star)
+        return self.dphi(torch.addmm(injected, z_star, A.T))
+
+    def _differentiable_state(self, z_star, A, injected):
+        """The state as a function of :math:`A` and the injection, for autograd."""
         mode = self.backward_mode
-        if mode == "phantom":
-            for _ in range(self.backward_steps - 1):
-                z = self.phi(z @ A.T + injected)
+        if mode == "phantom" and self.backward_steps > 1:
+            z = z_star
+            for _ in range(self.backward_steps):
+                z = self.phi(torch.addmm(injected, z, A.T))
             return z
         if mode == "implicit" and self.well_posedness == "monotone":
             mode = "exact"  # Picard on the adjoint needs ||A||_inf < 1, which monotone lacks
-        slope = self.dphi(pre.detach())
-        A_fixed = A.detach()
+        with torch.no_grad():
+            slope = self._slope(z_star, A.detach(), injected.detach())
+        adjoint = {"phantom": _jacobian_free, "exact": _dense_adjoint,
+                   "implicit": self._adjoint_solve}[mode]
+        return _EquilibriumGrad.apply(A, injected, z_star, slope, adjoint)
 
-        def adjoint(grad):
-            if grad is None:  # an undefined incoming gradient (torch passes None) stays so
-                return None
-            if mode == "exact":
-                eye = torch.eye(A_fixed.shape[0], dtype=grad.dtype, device=grad.device)
-                system = eye - slope[:, :, None] * A_fixed  # I - diag(phi') A, per sample
-                return torch.linalg.solve(system.transpose(1, 2), grad[:, :, None])[:, :, 0]
+    def _adjoint_solve(self, grad, slope, A):
+        """Solve :math:`w = g + (w \\odot \\phi') A` with the forward solver."""
+        def g(w, grad_rows, slope_rows):
+            return torch.addmm(grad_rows, w * slope_rows, A)
 
-            def g(w, grad_rows, slope_rows):
-                return torch.addmm(grad_rows, w * slope_rows, A_fixed)
+        w, stats = SOLVERS[self.solver](g, grad, context=(grad, slope),
+                                        max_iter=self.max_iter, tol=self._tol(),
+                                        independent=False)
+        self._solved("backward", stats)
+        return w
 
-            w, stats = SOLVERS[self.solver](g, grad, context=(grad, slope),
-                                            max_iter=self.max_iter, tol=self._tol(),
-                                            independent=False)
-            self._solved("backward", stats)
-            return w
 
-        z.register_hook(adjoint)
-        return z
+def _jacobian_free(grad, slope, A):
+    """The one-step phantom (Jacobian-free) gradient: :math:`w = g`."""
+    return grad
+
+
+def _dense_adjoint(grad, slope, A):
+    """:math:`(I - \\operatorname{diag}(\\phi') A)^\\top w = g`, one dense solve per sample."""
+    eye = torch.eye(A.shape[0], dtype=grad.dtype, device=grad.device)
+    system = eye - slope[:, :, None] * A
+    return torch.linalg.solve(system.transpose(1, 2), grad[:, :, None])[:, :, 0]
