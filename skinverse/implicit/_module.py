@@ -146,22 +146,70 @@ class ImplicitModule(nn.Module):
         self.c = nn.Parameter(torch.empty(n_outputs)) if bias else None
         self.stats = []
 
-    #: Tolerance of the solves made in training mode, as a multiple of ``solver_tol``
-    #: (prediction solves use ``solver_tol`` itself). A training step only needs the
-    #: equilibrium to the accuracy of a stochastic gradient, and with warm-started
-    #: equilibria the next epoch refines it. 10 cut forward iterations by 1.5-3x at equal
-    #: test scores on digits, breast cancer, wine, diabetes and Friedman #1
-    #: (benchmarks/bench_implicit.py). A class attribute, so that fitted modules
-    #: pickled before it existed still load.
+    #: Tolerance of the training solves, as a multiple of ``solver_tol``, when no
+    #: schedule is attached (``reuse_equilibria=False``; prediction solves always use
+    #: ``solver_tol``). A training step only needs the equilibrium to the accuracy of a
+    #: stochastic gradient. Class attributes, so that modules pickled before them load.
     training_tol_factor = 10.0
+    #: With a schedule (see :meth:`schedule_tolerance`): the loosest training tolerance,
+    #: times ``solver_tol``, and the fraction of the equilibria's movement per epoch that
+    #: the training solves resolve.
+    training_tol_cap = 100.0
+    training_tol_fraction = 0.1
+    #: Training-time solver schedule shared with the estimator's training state
+    #: (``None`` outside ``fit``): ``"tol"``, the training tolerance, and per solve kind
+    #: (``"forward"``, ``"backward"``) the iteration of its next first convergence test.
+    schedule = None
 
     def _tol(self):
-        return self.solver_tol * (self.training_tol_factor if self.training else 1.0)
+        if not self.training:
+            return self.solver_tol
+        schedule = self.schedule
+        if schedule is not None and "tol" in schedule:
+            return schedule["tol"]
+        return self.solver_tol * self.training_tol_factor
 
-    def _solved(self, kind, stats):
+    def schedule_tolerance(self, movement):
+        r"""Set the training tolerance from the equilibria's movement over an epoch.
+
+        .. math::
+
+            \text{tol} = \min\bigl(c\,\epsilon,\; \max(\epsilon,\; \eta\, m)\bigr)
+
+        with :math:`\epsilon` = ``solver_tol``, :math:`c` = ``training_tol_cap`` (100),
+        :math:`\eta` = ``training_tol_fraction`` (0.1) and :math:`m` the median over the
+        training samples of the relative sup-norm change of their equilibrium between
+        two consecutive epochs. Solving a training equilibrium much more accurately than
+        the next epoch's parameters move it is wasted work; as training converges the
+        equilibria stop moving and the tolerance tightens to ``solver_tol``.
+
+        Parameters
+        ----------
+        movement : float or None
+            :math:`m`; ``None`` (first epoch: no previous equilibria) gives the cap.
+        """
+        cap = self.solver_tol * self.training_tol_cap
+        tol = cap if movement is None else self.training_tol_fraction * movement
+        self.schedule["tol"] = min(cap, max(self.solver_tol, tol))
+
+    def _solve_options(self, kind):
+        """``first_check`` and ``check_every`` of a solve: in training with a schedule,
+        the first test where the previous solve of this kind converged (one iteration
+        earlier if that solve converged at its own first test, to follow a falling
+        count), then a test every iteration; the solvers' defaults otherwise."""
+        schedule = self.schedule
+        if not self.training or schedule is None:
+            return {}
+        return {"first_check": schedule.get(kind, 2), "check_every": 1}
+
+    def _solved(self, kind, stats, options=None):
         """Record ``stats``, its residual relative to the tolerance in force times
         ``solver_tol`` (so that the estimator's test ``max_residual > solver_tol`` means
-        "did not converge" in training too)."""
+        "did not converge" in training too), and the next first test of this kind."""
+        if options:
+            first = options["first_check"]
+            self.schedule[kind] = (max(1, first - 1) if stats.iterations <= first
+                                   else stats.iterations)
         stats.max_residual *= self.solver_tol / self._tol()
         self.stats.append((kind, stats))
 
@@ -229,7 +277,8 @@ class ImplicitModule(nn.Module):
         return self.margin / float(torch.linalg.matrix_norm(eye - A, ord=2)) ** 2
 
     def equilibrium(self, A, injected, z0=None):
-        """Solve :math:`z = \\phi(z A^\\top + \\text{injected})` without autograd."""
+        """Solve :math:`z = \\phi(z A^\\top + \\text{injected})` without autograd and
+        record the solve's statistics; returns ``(z, stats)``."""
         z0 = torch.zeros_like(injected) if z0 is None else z0
         phi, At = _IN_PLACE.get(self.phi, self.phi), A.T
         with torch.no_grad():
@@ -244,13 +293,18 @@ class ImplicitModule(nn.Module):
                 z, stats = picard(f, z0, context=(injected,), max_iter=self.max_iter,
                                   tol=self._tol() * step, independent=not self.training)
                 stats.max_residual /= step
+                self._solved("forward", stats)
                 return z, stats
 
             def f(z, inj):
                 return phi(torch.addmm(inj, z, At))
 
-            return SOLVERS[self.solver](f, z0, context=(injected,), max_iter=self.max_iter,
-                                        tol=self._tol(), independent=not self.training)
+            options = self._solve_options("forward")
+            z, stats = SOLVERS[self.solver](f, z0, context=(injected,),
+                                            max_iter=self.max_iter, tol=self._tol(),
+                                            independent=not self.training, **options)
+            self._solved("forward", stats, options)
+            return z, stats
 
     def forward(self, U, z0=None):
         """Outputs for inputs ``U``; ``z0`` optionally warm-starts the forward solve.
@@ -259,8 +313,7 @@ class ImplicitModule(nn.Module):
         """
         A = self.matrix_A()
         injected = U @ self.B.T if self.b is None else torch.addmm(self.b, U, self.B.T)
-        z_star, stats = self.equilibrium(A.detach(), injected.detach(), z0)
-        self._solved("forward", stats)
+        z_star, _ = self.equilibrium(A.detach(), injected.detach(), z0)
         self.last_equilibrium = z_star
         z = z_star
         if torch.is_grad_enabled() and (A.requires_grad or injected.requires_grad):
@@ -300,10 +353,11 @@ class ImplicitModule(nn.Module):
         def g(w, grad_rows, slope_rows):
             return torch.addmm(grad_rows, w * slope_rows, A)
 
+        options = self._solve_options("backward")
         w, stats = SOLVERS[self.solver](g, grad, context=(grad, slope),
                                         max_iter=self.max_iter, tol=self._tol(),
-                                        independent=False)
-        self._solved("backward", stats)
+                                        independent=False, **options)
+        self._solved("backward", stats, options)
         return w
 
 

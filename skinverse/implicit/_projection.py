@@ -19,7 +19,8 @@ def _project_rows_cpu(A, radius, out):
     decreasing = torch.from_numpy(absolute).flip(1)
     cumulative = decreasing.cumsum(1).sub_(radius)
     ks = torch.arange(1, A.shape[1] + 1, dtype=A.dtype)
-    count = (decreasing * ks > cumulative).sum(1, keepdim=True)  # >= 1 when radius > 0
+    # >= 1 when radius > 0 and the row is finite (a diverged row stays non-finite)
+    count = (decreasing * ks > cumulative).sum(1, keepdim=True).clamp_min_(1)
     theta = cumulative.gather(1, count - 1).div_(count).clamp_min_(0)
     # soft thresholding by theta: a - clip(a, -theta, theta)
     return torch.sub(A, torch.minimum(torch.maximum(A, -theta), theta), out=out)
