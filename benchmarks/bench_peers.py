@@ -63,15 +63,19 @@ def _optional(name):
 
 @contextlib.contextmanager
 def _previous_release():
-    """The solvers and training tolerance skinverse used before this benchmark."""
-    saved = dict(implicit_module.SOLVERS), implicit_module.ImplicitModule.training_tol_factor
+    """The solvers and training tolerance skinverse used before issue #16: the reference
+    solvers (a test every iteration or two, per-sample compaction), training solves at
+    ``solver_tol``, no solver schedule."""
+    module = implicit_module.ImplicitModule
+    saved = dict(implicit_module.SOLVERS), module._tol, module._solve_options
     implicit_module.SOLVERS.update(REFERENCE_SOLVERS)
-    implicit_module.ImplicitModule.training_tol_factor = 1.0
+    module._tol = lambda self: self.solver_tol
+    module._solve_options = lambda self, kind: {}
     try:
         yield
     finally:
         implicit_module.SOLVERS.update(saved[0])
-        implicit_module.ImplicitModule.training_tol_factor = saved[1]
+        module._tol, module._solve_options = saved[1], saved[2]
 
 
 class SkinverseRow:
