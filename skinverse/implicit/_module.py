@@ -5,15 +5,15 @@ r"""The implicit model as a ``torch.nn.Module``: equilibrium forward, implicit b
     z = \phi(A z + B u + b), \qquad \hat y = C z + D u + c.
 
 The forward solve runs without autograd and its result :math:`z^\star` is the model's
-state. One autograd node (:class:`_EquilibriumGrad`) stands for the whole solve: given
-the incoming gradient :math:`g` it finds the solution :math:`w` of the adjoint fixed
-point :math:`w = g + J^\top w` with :math:`J = \operatorname{diag}(\phi'(A z^\star + B u
-+ b)) A` (implicit differentiation), or takes :math:`w = g` (the Jacobian-free,
-one-step 'phantom' gradient), or solves :math:`(I - J)^\top w = g` densely ('exact'),
-and returns :math:`v = \phi' \odot w` to :math:`B u + b` and :math:`v^\top z^\star` to
-:math:`A`. No extra application of the map is made, differentiable or not. 'phantom'
-with ``backward_steps`` :math:`k > 1` back-propagates through :math:`k` applications of
-the map from :math:`z^\star`.
+state. One autograd node (:class:`_ImplicitLayer`) stands for the whole model: given
+the incoming gradient :math:`g_z` of the state it finds the solution :math:`w` of the
+adjoint fixed point :math:`w = g_z + J^\top w` with :math:`J = \operatorname{diag}(
+\phi'(A z^\star + B u + b)) A` (implicit differentiation), or takes :math:`w = g_z`
+(the Jacobian-free, one-step 'phantom' gradient), or solves :math:`(I - J)^\top w =
+g_z` densely ('exact'), and forms every parameter's gradient from :math:`v = \phi'
+\odot w` and :math:`z^\star`. No extra application of the map is made, differentiable
+or not. 'phantom' with ``backward_steps`` :math:`k > 1` back-propagates through
+:math:`k` applications of the map from :math:`z^\star`.
 """
 
 import math
@@ -75,7 +75,7 @@ def _sigmoid_slope_from_output(z):
 #: whose derivative is a function of their value (ReLU-type: phi(x) > 0 iff x > 0). The
 #: backward then needs no extra application of the map; other activations compute it.
 _SLOPE_FROM_OUTPUT = {
-    torch.relu: _relu_grad,
+    torch.relu: torch.sign,  # ReLU outputs are >= 0: their sign is the slope, one kernel
     _leaky_relu: _leaky_relu_grad,
     torch.tanh: _tanh_slope_from_output,
     torch.sigmoid: _sigmoid_slope_from_output,
@@ -85,29 +85,46 @@ _SLOPE_FROM_OUTPUT = {
 _IN_PLACE = {torch.relu: torch.relu_, torch.tanh: torch.tanh_, torch.sigmoid: torch.sigmoid_}
 
 
-class _EquilibriumGrad(torch.autograd.Function):
-    r"""The equilibrium :math:`z^\star` as one autograd node of :math:`(A, Bu + b)`.
+class _ImplicitLayer(torch.autograd.Function):
+    r"""The whole model :math:`u \mapsto C z^\star + D u + c` as one autograd node.
 
-    ``forward(A, injected, z_star, slope, adjoint)`` returns ``z_star``; ``backward``
-    turns the incoming gradient :math:`g` into :math:`w` = ``adjoint(g, slope, A)`` and
-    returns :math:`(v^\top z^\star, v)` with :math:`v = \phi' \odot w`, the gradients
-    of :math:`\phi(A z + \text{injected})` at :math:`z = z^\star` once :math:`g` is
-    replaced by :math:`w`.
+    ``forward(U, A, B, b, C, c, D, module, z0)`` solves for the equilibrium with
+    ``module`` (no autograd inside) and returns the outputs; ``backward`` takes the
+    incoming gradient :math:`g` of the outputs to :math:`g_z = g C`, asks ``module``
+    for the adjoint :math:`w` of :math:`g_z` and, with :math:`v = \phi' \odot w`,
+    returns :math:`\partial C = g^\top z^\star`, :math:`\partial c = \sum g`,
+    :math:`\partial D = g^\top U`, :math:`\partial A = v^\top z^\star`,
+    :math:`\partial B = v^\top U`, :math:`\partial b = \sum v` and
+    :math:`\partial U = v B + g D`. One node and a few products instead of a graph of
+    five: on a CPU step of a 100-unit model the autograd engine's work per node is
+    worth as much as the products.
     """
 
     @staticmethod
-    def forward(ctx, A, injected, z_star, slope, adjoint):
-        ctx.save_for_backward(A, z_star, slope)
-        ctx.adjoint = adjoint
-        return z_star.view_as(z_star)
+    def forward(ctx, U, A, B, b, C, c, D, module, z0):
+        injected = U @ B.T if b is None else torch.addmm(b, U, B.T)
+        z_star, _ = module.equilibrium(A, injected, z0)
+        module.last_equilibrium = z_star
+        out = z_star @ C.T if c is None else torch.addmm(c, z_star, C.T)
+        if D is not None:
+            out = torch.addmm(out, U, D.T)
+        ctx.module = module
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(U, A, B, C, D, z_star, module._slope(z_star, A, injected))
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        A, z_star, slope = ctx.saved_tensors
-        v = torch.mul(ctx.adjoint(grad, slope, A), slope)
-        grad_A = torch.mm(v.T, z_star) if ctx.needs_input_grad[0] else None
-        return grad_A, v if ctx.needs_input_grad[1] else None, None, None, None
+    def backward(ctx, g):
+        U, A, B, C, D, z_star, slope = ctx.saved_tensors
+        need_U, need_A, need_B, need_b, need_C, need_c, need_D = ctx.needs_input_grad[:7]
+        v = ctx.module._adjoint(g @ C, slope, A).mul_(slope)
+        grad_U = None
+        if need_U:
+            grad_U = v @ B if D is None else torch.addmm(v @ B, g, D)
+        return (grad_U, v.T @ z_star if need_A else None, v.T @ U if need_B else None,
+                v.sum(0) if need_b else None, g.T @ z_star if need_C else None,
+                g.sum(0) if need_c else None, g.T @ U if need_D else None, None, None)
 
 
 class ImplicitModule(nn.Module):
@@ -312,17 +329,21 @@ class ImplicitModule(nn.Module):
         The equilibrium found is stored in ``self.last_equilibrium``.
         """
         A = self.matrix_A()
+        if self.backward_mode == "phantom" and self.backward_steps > 1:
+            return self._unrolled_forward(U, A, z0)
+        return _ImplicitLayer.apply(U, A, self.B, self.b, self.C, self.c, self.D, self, z0)
+
+    def _unrolled_forward(self, U, A, z0):
+        """The 'phantom' gradient of ``backward_steps`` > 1 applications of the map from
+        the equilibrium, by autograd through them."""
         injected = U @ self.B.T if self.b is None else torch.addmm(self.b, U, self.B.T)
-        z_star, _ = self.equilibrium(A.detach(), injected.detach(), z0)
-        self.last_equilibrium = z_star
-        z = z_star
-        if torch.is_grad_enabled() and (A.requires_grad or injected.requires_grad):
-            z = self._differentiable_state(z_star, A, injected)
-        direct = None if self.D is None else (
-            U @ self.D.T if self.c is None else torch.addmm(self.c, U, self.D.T))
-        if direct is not None:
-            return torch.addmm(direct, z, self.C.T)
-        return z @ self.C.T if self.c is None else torch.addmm(self.c, z, self.C.T)
+        z, _ = self.equilibrium(A.detach(), injected.detach(), z0)
+        self.last_equilibrium = z
+        if torch.is_grad_enabled():
+            for _ in range(self.backward_steps):
+                z = self.phi(torch.addmm(injected, z, A.T))
+        out = z @ self.C.T if self.c is None else torch.addmm(self.c, z, self.C.T)
+        return out if self.D is None else torch.addmm(out, U, self.D.T)
 
     def _slope(self, z_star, A, injected):
         """:math:`\\phi'(A z^\\star + \\text{injected})`, from :math:`z^\\star` when the
@@ -332,21 +353,17 @@ class ImplicitModule(nn.Module):
             return from_output(z_star)
         return self.dphi(torch.addmm(injected, z_star, A.T))
 
-    def _differentiable_state(self, z_star, A, injected):
-        """The state as a function of :math:`A` and the injection, for autograd."""
+    def _adjoint(self, grad, slope, A):
+        """:math:`w` from the incoming gradient :math:`g` of the state, by the rule of
+        ``backward``: the adjoint solve ('implicit'; a dense solve for 'monotone', whose
+        adjoint Picard iteration needs :math:`\\|A\\|_\\infty < 1`), :math:`w = g`
+        ('phantom', one step) or the dense solve ('exact'). A new tensor."""
         mode = self.backward_mode
-        if mode == "phantom" and self.backward_steps > 1:
-            z = z_star
-            for _ in range(self.backward_steps):
-                z = self.phi(torch.addmm(injected, z, A.T))
-            return z
-        if mode == "implicit" and self.well_posedness == "monotone":
-            mode = "exact"  # Picard on the adjoint needs ||A||_inf < 1, which monotone lacks
-        with torch.no_grad():
-            slope = self._slope(z_star, A.detach(), injected.detach())
-        adjoint = {"phantom": _jacobian_free, "exact": _dense_adjoint,
-                   "implicit": self._adjoint_solve}[mode]
-        return _EquilibriumGrad.apply(A, injected, z_star, slope, adjoint)
+        if mode == "phantom":
+            return grad.clone()
+        if mode == "exact" or self.well_posedness == "monotone":
+            return _dense_adjoint(grad, slope, A)
+        return self._adjoint_solve(grad, slope, A)
 
     def _adjoint_solve(self, grad, slope, A):
         """Solve :math:`w = g + (w \\odot \\phi') A` with the forward solver."""
@@ -359,11 +376,6 @@ class ImplicitModule(nn.Module):
                                         independent=False, **options)
         self._solved("backward", stats, options)
         return w
-
-
-def _jacobian_free(grad, slope, A):
-    """The one-step phantom (Jacobian-free) gradient: :math:`w = g`."""
-    return grad
 
 
 def _dense_adjoint(grad, slope, A):
