@@ -232,6 +232,27 @@ def test_training_schedule_places_the_first_test_where_the_last_solve_converged(
                                            iterations[0]["backward"])
 
 
+def test_auto_solver_is_picard_for_scheduled_training_and_anderson_otherwise():
+    module = _module("auto")
+    U = torch.as_tensor(np.random.RandomState(0).normal(size=(4, 3)), dtype=torch.float64)
+    calls = []
+    saved = dict(SOLVERS)
+    for name in saved:
+        SOLVERS[name] = (lambda name: lambda *a, **k: (calls.append(name), saved[name](
+            *a, **k))[1])(name)
+    try:
+        module.train()
+        module(U).sum().backward()  # no schedule (no warm starts): Anderson
+        module.schedule = {"tol": 1e-12}
+        module(U).sum().backward()  # scheduled training: Picard, forward and adjoint
+        module.eval()
+        with torch.no_grad():
+            module(U)  # prediction: Anderson
+    finally:
+        SOLVERS.update(saved)
+    assert calls == ["anderson", "anderson", "picard", "picard", "anderson"]
+
+
 def test_training_tolerance_factor_loosens_training_solves_only():
     module = _module("anderson")
     module.training_tol_factor = 1e6  # training tolerance 1e-8

@@ -209,6 +209,16 @@ class ImplicitModule(nn.Module):
         tol = cap if movement is None else self.training_tol_fraction * movement
         self.schedule["tol"] = min(cap, max(self.solver_tol, tol))
 
+    def _solver_name(self):
+        """The solver of the next solve. 'auto' is Picard for the scheduled (warm-started)
+        training solves, which stop after 3-6 iterations, where Anderson saves half an
+        iteration for more work per iteration (5-10% slower fits on digits), and
+        Anderson for the others: predictions and cold starts, where it needs half of
+        Picard's iterations in 0.75x its time."""
+        if self.solver != "auto":
+            return self.solver
+        return "picard" if self.training and self.schedule is not None else "anderson"
+
     def _solve_options(self, kind):
         """``first_check`` and ``check_every`` of a solve: in training with a schedule,
         the first test where the previous solve of this kind converged (one iteration
@@ -317,7 +327,7 @@ class ImplicitModule(nn.Module):
                 return phi(torch.addmm(inj, z, At))
 
             options = self._solve_options("forward")
-            z, stats = SOLVERS[self.solver](f, z0, context=(injected,),
+            z, stats = SOLVERS[self._solver_name()](f, z0, context=(injected,),
                                             max_iter=self.max_iter, tol=self._tol(),
                                             independent=not self.training, **options)
             self._solved("forward", stats, options)
@@ -371,7 +381,7 @@ class ImplicitModule(nn.Module):
             return torch.addmm(grad_rows, w * slope_rows, A)
 
         options = self._solve_options("backward")
-        w, stats = SOLVERS[self.solver](g, grad, context=(grad, slope),
+        w, stats = SOLVERS[self._solver_name()](g, grad, context=(grad, slope),
                                         max_iter=self.max_iter, tol=self._tol(),
                                         independent=False, **options)
         self._solved("backward", stats, options)
