@@ -400,8 +400,8 @@ def test_scheduled_training_matches_reference_solves(solver):
     from skinverse.implicit._solvers import REFERENCE_SOLVERS, picard_reference
 
     X, y = make_classification(200, 6, random_state=0)
-    params = dict(hidden_size=12, max_epochs=15, dtype="float64", solver_tol=1e-8,
-                  max_iter=500, random_state=0, solver=solver)
+    params = {"hidden_size": 12, "max_epochs": 15, "dtype": "float64", "solver_tol": 1e-8,
+              "max_iter": 500, "random_state": 0, "solver": solver}
     fast = ImplicitClassifier(**params).fit(X, y)
     saved = dict(module_file.SOLVERS), ImplicitModule._tol, ImplicitModule._solve_options
     module_file.SOLVERS.update(REFERENCE_SOLVERS)

@@ -237,9 +237,15 @@ def test_auto_solver_is_picard_for_scheduled_training_and_anderson_otherwise():
     U = torch.as_tensor(np.random.RandomState(0).normal(size=(4, 3)), dtype=torch.float64)
     calls = []
     saved = dict(SOLVERS)
-    for name in saved:
-        SOLVERS[name] = (lambda name: lambda *a, **k: (calls.append(name), saved[name](
-            *a, **k))[1])(name)
+
+    def counting(name):
+        def solve(*args, **kwargs):
+            calls.append(name)
+            return saved[name](*args, **kwargs)
+
+        return solve
+
+    SOLVERS.update({name: counting(name) for name in saved})
     try:
         module.train()
         module(U).sum().backward()  # no schedule (no warm starts): Anderson
