@@ -195,8 +195,8 @@ class ImplicitModule(nn.Module):
 
         with :math:`\epsilon` = ``solver_tol``, :math:`c` = ``training_tol_cap`` (100),
         :math:`\eta` = ``training_tol_fraction`` (0.1) and :math:`m` the median over the
-        training samples of the relative sup-norm change of their equilibrium between
-        two consecutive epochs. Solving a training equilibrium much more accurately than
+        training samples (the first 256) of the relative sup-norm change of their
+        equilibrium between two consecutive epochs. Solving a training equilibrium much more accurately than
         the next epoch's parameters move it is wasted work; as training converges the
         equilibria stop moving and the tolerance tightens to ``solver_tol``.
 
