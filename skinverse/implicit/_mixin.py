@@ -471,7 +471,7 @@ default='relu'
         schedule the training solves: the tolerance above, and the first convergence
         test of each solve at the iteration where the previous one stopped (each test is
         a host synchronisation). Keeps ``n_samples * hidden_size`` floats on the device
-        during ``fit``. On digits it cuts forward iterations per step from 9.5 to 4-5."""
+        during ``fit``. On digits it cuts forward iterations per step from 11 to 5."""
 
 _IMPLICIT_ATTRIBUTES = """\
     A_inf_norm_ : float
