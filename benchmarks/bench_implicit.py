@@ -16,7 +16,7 @@ Rows:
   to the MLP is the floor the estimator can approach on this machine.
 
     python benchmarks/bench_implicit.py [--seeds 5] [--threads 1] [--solver-tol 1e-4 1e-3]
-                                        [--solvers anderson picard]
+                                        [--solvers auto anderson picard]
 
 Each ImplicitClassifier row reports the forward and adjoint solver iterations per training
 step (mean over the epochs). Peers (torchidl, torchdeq, skorch) are compared in
@@ -149,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--solver-tol", type=float, nargs="+", default=[1e-4, 1e-3])
-    parser.add_argument("--solvers", nargs="+", default=["anderson", "picard"],
+    parser.add_argument("--solvers", nargs="+", default=["auto", "anderson", "picard"],
                         help="rows at the defaults for each solver (the first is the default)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -167,7 +167,7 @@ def main(argv=None):
         return MLPClassifier((HIDDEN,), max_iter=EPOCHS, batch_size=BATCH, alpha=alpha,
                              learning_rate_init=learning_rate, random_state=seed)
 
-    def implicit(seed, learning_rate=1e-3, alpha=0.0, solver_tol=1e-4, solver="anderson"):
+    def implicit(seed, learning_rate=1e-3, alpha=0.0, solver_tol=1e-4, solver="auto"):
         return ImplicitClassifier(hidden_size=HIDDEN, max_epochs=EPOCHS, batch_size=BATCH,
                                   learning_rate=learning_rate, alpha=alpha, solver=solver,
                                   solver_tol=solver_tol, random_state=seed, device="cpu")

