@@ -446,9 +446,11 @@ class TrainingLoop:
             yield from self._read_batches(tensors, [_positions(b) for b in batches])
             return
         for rows in batches:
-            if not isinstance(rows, slice):
+            if isinstance(rows, slice):
+                yield {k: v[rows] for k, v in tensors.items()}
+            else:
                 rows = rows.to(self.device_)
-            yield {k: v[rows] for k, v in tensors.items()}
+                yield {k: v.index_select(0, rows) for k, v in tensors.items()}
 
     def _local_batches(self, train):
         """``(this rank's part of each global batch, its share of the batch)`` for one
@@ -467,8 +469,8 @@ class TrainingLoop:
             yield from zip(self._read_batches(train, local), shares)
             return
         for rows in batches:
-            rows = rows.to(self.device_)
-            batch = {k: v[rows] for k, v in train.items()}
+            rows = rows.to(self.device_)  # (index_select: half the cost of v[rows])
+            batch = {k: v.index_select(0, rows) for k, v in train.items()}
             yield (batch, 1.0) if size == 1 else shard(batch, len(rows))
 
     def _train_step(self, batch, share=1.0):
