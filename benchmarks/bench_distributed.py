@@ -25,7 +25,6 @@ Reported per world size:
 """
 
 import argparse
-import json
 import os
 import pickle
 import shutil

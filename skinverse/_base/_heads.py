@@ -14,7 +14,11 @@ import torch
 from sklearn.base import _fit_context
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._device import to_numpy
 from ._estimator import FLOAT_DTYPES
@@ -56,8 +60,9 @@ class R2Sums:
         self.weight = self.mean = self.centred = self.error = None
 
     def add(self, y, pred, sample_weight=None):
-        y = y.reshape(len(y), -1).to(torch.float64)
-        pred = pred.reshape(len(pred), -1).to(torch.float64)
+        wide = torch.float32 if y.device.type == "mps" else torch.float64  # (no f64 there)
+        y = y.reshape(len(y), -1).to(wide)
+        pred = pred.reshape(len(pred), -1).to(wide)
         w = (torch.ones(len(y), 1, dtype=y.dtype, device=y.device) if sample_weight is None
              else sample_weight.reshape(-1, 1).to(y.dtype))
         weight = w.sum()
@@ -247,7 +252,8 @@ class ClassifierHead:
                 if weights is None:
                     correct, total = correct + hits.sum(), total + len(hits)
                 else:
-                    weights = weights.double()
+                    weights = weights.to(torch.float32 if weights.device.type == "mps"
+                                         else torch.float64)
                     correct = correct + (weights * hits).sum()
                     total = total + weights.sum()
         return float(correct / total)

@@ -208,7 +208,7 @@ def lazy_source(X, y, fit_params):
             raise ValueError("X is a torch Dataset, whose items carry the targets: pass "
                              "y=None (items are (x, y) pairs or dicts with 'X' and 'y').")
         dataset = _DatasetColumns(X)
-        named.pop("X"), named.pop("y")
+        del named["X"], named["y"]
     for key, value in named.items():
         if isinstance(value, torch.utils.data.Dataset):
             raise TypeError(f"{key} is a torch Dataset; only X may be one (its items then "
