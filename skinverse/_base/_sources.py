@@ -17,6 +17,7 @@ reads only its own slice of it.
 import hashlib
 import mmap
 import numbers
+import os
 
 import numpy as np
 import torch
@@ -66,9 +67,69 @@ class _Column:
         if _is_h5py_dataset(self.array):  # h5py wants increasing, unique indices
             unique, inverse = np.unique(rows, return_inverse=True)
             return np.asarray(self.array[unique])[inverse.reshape(-1)]
+        if isinstance(self.array, np.memmap):
+            layout = self.__dict__.get("_layout", False)
+            if layout is False:
+                layout = self._layout = _file_layout(self.array)
+            if layout is not None:
+                return self._pread(rows, *layout)
         out = np.array(self.array[rows])  # a copy: memmap rows become plain arrays
         _release_pages(self.array)
         return out
+
+    def _pread(self, rows, path, start, row_bytes):
+        """Rows of a memory-mapped file read with ``pread`` into a new array: the bytes
+        come through the page cache without being mapped into this process (a fault on
+        a mapped file maps whole large folios: 256 random rows of 2 kB mapped ~400 MB)."""
+        if self.__dict__.get("_fd") is None:
+            self._fd = os.open(path, os.O_RDONLY)
+        rows = np.asarray(rows, dtype=np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(len(unique), -1).view(np.uint8).reshape(len(unique), row_bytes)
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1  # runs of consecutive rows
+        for run in np.split(np.arange(len(unique)), breaks):
+            if not len(run):
+                continue
+            first, count = int(unique[run[0]]), len(run)
+            data = os.pread(self._fd, count * row_bytes, start + first * row_bytes)
+            if len(data) != count * row_bytes:
+                raise ValueError(f"{self.name}: the file {path!r} is shorter than its "
+                                 f"memory-map says (rows {first}..{first + count - 1}).")
+            flat[run[0]:run[0] + count] = np.frombuffer(data, np.uint8).reshape(count, -1)
+        return out[inverse.reshape(-1)]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_fd", None)  # a worker process opens the file itself
+        return state
+
+    def __del__(self):
+        fd = self.__dict__.get("_fd")
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover
+                pass
+
+
+def _file_layout(array):
+    """``(path, byte offset of row 0, bytes per row)`` of a row-contiguous memory-map of a
+    file, or ``None`` (then rows are read through the mapping)."""
+    handle = getattr(array, "_mmap", None)
+    if handle is None or not array.filename or not array.flags.c_contiguous \
+            or array.ndim == 0 or array.dtype.hasobject:
+        return None
+    try:
+        base = np.frombuffer(handle, dtype=np.uint8)
+        mapped_at = base.ctypes.data
+        del base
+    except (TypeError, ValueError, BufferError):
+        return None
+    # numpy maps from the offset rounded down to the allocation granularity
+    map_start = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize
+    return array.filename, map_start + (array.ctypes.data - mapped_at), row_bytes
 
 
 def _release_pages(array):
