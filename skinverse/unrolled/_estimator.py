@@ -141,13 +141,16 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         Channels of the denoiser.
     depth : int, default=4
         Residual blocks (ResNet), layers (DnCNN) or scales (U-Net).
-    loss : {'mse', 'l1', 'ssim', 'ssim+l1'}, default='mse'
-        Training loss per image: the squared error of the real and imaginary parts;
-        their absolute error over the reference's range :math:`R`; :math:`1 -` SSIM of
-        the magnitude images (as :func:`skinverse.metrics.ssim`); or
-        :math:`0.84\,(1 - \mathrm{SSIM}) + 0.16\,\|\hat x - x\|_1 / (dR)` (Zhao et
-        al. 2017), which keeps flat regions flat where the squared error leaves a
-        low-level texture that costs SSIM. Every option is free of the images' scale.
+    loss : {'ssim+l1', 'mse', 'l1', 'ssim'}, default='ssim+l1'
+        Training loss per image: :math:`0.84\,(1 - \mathrm{SSIM}) + 0.16\,\|\hat x -
+        x\|_1 / (dR)` of the magnitude images and the reference's range :math:`R` (Zhao et
+        al. 2017); the squared error of the real and imaginary parts; their absolute error
+        over :math:`R`; or :math:`1 -` SSIM alone (SSIM as :func:`skinverse.metrics.ssim`).
+        Every option is free of the images' scale. The default gave both the higher PSNR
+        and the higher SSIM than ``'mse'`` in ``bench_unrolled.py`` (MRI phantoms: 33.91
+        against 32.78 dB, SSIM 0.763 against 0.725) and ``bench_unrolled_deblur.py``
+        (photographs: 30.39 against 28.59 dB, 0.786 against 0.675); the squared error
+        leaves a faint texture in flat regions that costs SSIM.
     mixed_precision : {'bf16', 'fp16'} or None, default=None
         Run the denoiser under ``torch.autocast`` (fp16 with loss scaling on CUDA); the
         operator, conjugate gradients and the loss stay in ``dtype``.
@@ -209,7 +212,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         self, *, operator=None, method="modl", denoiser="resnet", n_unrolls=5,
         share_weights=True, lam=0.05, learn_lam=True, cg_max_iter=10, cg_tol=1e-6,
         cg_backward="implicit", checkpoint_denoiser=False, admm_iter=5, width=32, depth=4,
-        loss="mse", mixed_precision=None, max_epochs=50, batch_size="auto",
+        loss="ssim+l1", mixed_precision=None, max_epochs=50, batch_size="auto",
         learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None,
         early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
         warm_start=False, random_state=None, device="auto", dtype="float32", verbose=0,
