@@ -22,10 +22,21 @@ from .._base import (
 from ..nn import MLP
 from ._data import check_derivatives, enough_to_validate, split_simulations
 from ._fisher import fisher_statistics, imnn_loss, quasi_ml_estimate
+from ._networks import (ElementwiseSum, element_knots, looks_iid,
+                        same_derivative_distribution)
 from ._simulate import simulate_derivatives, simulate_fiducial
 from ._steps import _FisherSteps, input_standardization
 
 _RECORDS = ("detF", "detC", "detinvC", "Lambda2", "r")
+
+
+def _per_feature(derivatives, layout):
+    """Derivatives as (n, n_features, n_params): gradients as they are, finite-difference
+    pairs (n, 2, n_params, n_features) as differences (their scale does not matter)."""
+    derivatives = np.asarray(derivatives)
+    if layout == "gradient":
+        return derivatives
+    return np.swapaxes(derivatives[:, 0] - derivatives[:, 1], 1, 2)
 
 
 @doc_defaults(
@@ -192,6 +203,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "model": [None, HasMethods(["forward", "parameters"])],
         "hidden_layer_sizes": [tuple, StrOptions({"auto"})],
+        "architecture": [StrOptions({"auto", "mlp", "deepsets"})],
         "input_shape": [None, tuple],
         "output": [StrOptions({"estimate", "summaries"})],
         "min_epochs": [Interval(Integral, 0, None, closed="left")],
@@ -201,7 +213,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
     def __init__(
         self, *, simulator=None, theta_fid=None, n_s=1000, n_d=1000, n_summaries=None,
         delta_theta=None, lam=2.0, epsilon=0.1, model=None, hidden_layer_sizes="auto",
-        input_shape=None, output="estimate", min_epochs=0, standardize="auto",
+        architecture="auto", input_shape=None, output="estimate", min_epochs=0, standardize="auto",
         max_epochs=3000,
         batch_size="auto", learning_rate=1e-2, optimizer="adam", alpha=0.0,
         lr_schedule="plateau", grad_clip=None, early_stopping="auto", validation_fraction=0.1,
@@ -218,6 +230,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         self.epsilon = epsilon
         self.model = model
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.architecture = architecture
         self.input_shape = input_shape
         self.output = output
         self.min_epochs = min_epochs
@@ -249,6 +262,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
                                       make_generator(0))
             self.n_features_in_ = int(np.prod(probe.shape[1:]))
             if reset:
+                self._choose_architecture(probe, lambda: self._probe_derivatives(theta))
                 self._set_input_standardization(probe)
             return {"mode": "simulator", "theta": theta}
         if derivatives is not None:
@@ -258,6 +272,7 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             data = {"mode": layout, "theta": self._theta(n_params), "X": X,
                     "derivatives": derivatives}
             if reset:
+                self._choose_architecture(X, lambda: _per_feature(derivatives, layout))
                 self._set_input_standardization(X)
             if layout == "gradient":  # the gradients belong to the first n_d simulations
                 data["X_d"] = X[: len(derivatives)]
@@ -278,18 +293,44 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
             )
         theta = y.mean(axis=0) if self.theta_fid is None else self._theta(y.shape[1])
         if reset:
+            self._choose_architecture(X, None)
             self._set_input_standardization(X)
         return {"mode": "design", "theta": theta, "X": X, "y": y}
+
+    def _choose_architecture(self, samples, derivatives):
+        """Resolve ``architecture`` into ``architecture_`` (see its documentation);
+        ``derivatives`` is None (design mode) or a callable returning them."""
+        if self.model is not None:
+            self.architecture_ = "model"
+        elif self.architecture != "auto":
+            self.architecture_ = self.architecture
+        elif derivatives is None:
+            self.architecture_ = "mlp"
+        else:
+            samples = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+            iid = looks_iid(samples) and same_derivative_distribution(derivatives())
+            self.architecture_ = "deepsets" if iid else "mlp"
+
+    def _probe_derivatives(self, theta):
+        """Derivatives of a few fiducial simulations, (n, n_features, n_params)."""
+        n = min(self.n_d, 500)
+        _, dx = simulate_derivatives(self.simulator, torch.as_tensor(theta[None]), n,
+                                     make_generator(1), self.delta_theta)
+        if self.delta_theta is None:
+            return to_numpy(dx.reshape(n, -1, dx.shape[-1]))
+        return _per_feature(to_numpy(dx.reshape(n, 2, dx.shape[2], -1)), "pairs")
 
     def _set_input_standardization(self, samples):
         """Fit ``input_standardization_`` (see ``standardize``) on fiducial simulations."""
         if self.standardize is False or len(samples) < 2:
             self.input_standardization_ = None
+            self._knots = element_knots(samples) if len(samples) >= 2 else None
             return
         samples = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
-        if self.standardize == "auto" and self.model is not None:
-            samples = samples.reshape(-1, 1)  # one mean and scale for a user's network
+        if self.standardize == "auto" and self.architecture_ != "mlp":
+            samples = samples.reshape(-1, 1)  # one mean and scale for all features
         mean, scale = input_standardization(samples)
+        self._knots = element_knots((samples - mean) / scale)
         shape = (self.n_features_in_,)
         self.input_standardization_ = (np.broadcast_to(mean, shape).copy(),
                                        np.broadcast_to(scale, shape).copy())
@@ -346,6 +387,8 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
                                                   self.validation_fraction)
         if self.model is not None:
             return copy.deepcopy(self.model)
+        if self.architecture_ == "deepsets":
+            return ElementwiseSum(n_summaries, self._hidden_sizes(), self._knots)
         return MLP(self.n_features_in_, self._hidden_sizes(), n_summaries, activation="silu")
 
     def _validates(self):
@@ -357,6 +400,8 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         """``hidden_layer_sizes``, with 'auto' resolved (see its documentation)."""
         if self.hidden_layer_sizes != "auto":
             return self.hidden_layer_sizes
+        if self.architecture_ == "deepsets":
+            return (32,)
         wanted = 8 * (self.n_features_in_ + self.n_params_)
         return (int(min(512, max(64, 2 ** math.ceil(math.log2(wanted))))),)
 
