@@ -415,6 +415,12 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         state = super()._initialize(data)
         if self._delta is not None:
             self._delta = self._delta.to(self.device_, self._torch_dtype)
+        if self.architecture_ == "deepsets" and data["mode"] != "design":
+            if data["mode"] == "simulator":
+                tensors = self._simulate(make_generator(self._validation_seed() + 2))
+            else:
+                tensors = self._to_tensors(data)
+            self._init_readout(tensors)
         return state
 
     def _validation_seed(self):

@@ -19,6 +19,9 @@ from scipy.stats import rankdata
 from torch import nn
 
 
+_SLOPES = (0.3, 30.0)
+
+
 class ElementwiseSum(nn.Module):
     r"""Summaries :math:`t = \sum_{i=1}^N g(x_i)/\sqrt N` of N scalar data points.
 
@@ -43,8 +46,9 @@ class ElementwiseSum(nn.Module):
     def __init__(self, n_outputs, hidden=(32,), knots=None):
         super().__init__()
         width = int(hidden[0])
-        self.slope = nn.Parameter(torch.empty(width))
-        self.bias = nn.Parameter(torch.empty(width))
+        self.log_slope = nn.Parameter(torch.empty(width))
+        self.centre = nn.Parameter(torch.empty(width))
+        self.register_buffer("sign", torch.where(torch.arange(width) % 2 == 0, 1.0, -1.0))
         layers = []
         for size in hidden[1:]:
             layers += [nn.Linear(width, size), nn.SiLU()]
@@ -57,13 +61,12 @@ class ElementwiseSum(nn.Module):
 
     def reset_parameters_with(self, generator):
         """Log-spaced slopes, spread break points, PyTorch's default for the rest."""
-        width = len(self.slope)
+        width = len(self.log_slope)
         with torch.no_grad():
-            u = torch.rand(2, width, generator=generator, dtype=self.slope.dtype)
-            steepness = torch.exp(math.log(0.5) + u[0] * math.log(60.0))
-            sign = torch.where(torch.arange(width) % 2 == 0, 1.0, -1.0).to(steepness)
-            self.slope.copy_(sign * steepness)
-            self.bias.copy_(-steepness * sign * (6 * u[1] - 3))
+            u = torch.rand(2, width, generator=generator, dtype=self.log_slope.dtype)
+            low, high = (math.log(v) for v in _SLOPES)
+            self.log_slope.copy_(low + u[0] * (high - low))
+            self.centre.copy_(6 * u[1] - 3)
             for layer in list(self.hidden) + [self.out]:
                 if isinstance(layer, nn.Linear):
                     bound = 1 / math.sqrt(layer.in_features)
@@ -71,18 +74,19 @@ class ElementwiseSum(nn.Module):
                     layer.bias.uniform_(-bound, bound, generator=generator)
 
     def element(self, x):
-        """:math:`g` of every entry of ``x``: shape ``(*x.shape, n_outputs)``."""
-        z = x.unsqueeze(-1) * self.slope + self.bias
+        """Hidden features of every entry of ``x``: shape ``(*x.shape, width)``."""
+        z = (x.unsqueeze(-1) - self.centre) * (self.sign * torch.exp(self.log_slope))
         half = z.shape[-1] // 2
         h = torch.cat([torch.tanh(z[..., :half]), nn.functional.silu(z[..., half:])], dim=-1)
-        return self.out(self.hidden(h) if len(self.hidden) else h)
+        return self.hidden(h) if len(self.hidden) else h
 
     def forward(self, x):
         x = x.reshape(len(x), -1)
-        if len(self.knots) < 2:
-            return self.element(x).sum(dim=1) / math.sqrt(x.shape[1])
+        root = math.sqrt(x.shape[1])
+        if len(self.knots) < 2 or isinstance(self.out, nn.Identity):
+            return self.out(self.element(x).sum(dim=1) / root)
         knots = self.knots.to(x.dtype)
-        values = self.element(knots)  # (n_knots, n_outputs)
+        values = self.element(knots) @ self.out.weight.T  # (n_knots, n_outputs)
         start, stop = _squash(knots[[0, -1]])
         step = (stop - start) / (len(knots) - 1)
         left = torch.floor((_squash(x.detach()) - start) / step).long()
@@ -90,7 +94,7 @@ class ElementwiseSum(nn.Module):
         right = left + 1
         weight = ((x - knots[left]) / (knots[right] - knots[left])).unsqueeze(-1)
         g = values[left] + weight * (values[right] - values[left])
-        return g.sum(dim=1) / math.sqrt(x.shape[1])
+        return g.sum(dim=1) / root + self.out.bias
 
 
 _SQUASH = 4.0
