@@ -26,10 +26,12 @@ class ElementwiseSum(nn.Module):
     r"""Summaries :math:`t = \sum_{i=1}^N g(x_i)/\sqrt N` of N scalar data points.
 
     :math:`g` is a small network of one variable: one hidden layer of ``hidden[0]``
-    units (half :math:`\tanh`, half SiLU: steps and ramps, both smooth) with input
-    slopes log-spaced from 0.5 to 30 and break points spread over :math:`[-3, 3]` (the
-    inputs are standardised), so steep features (a sign, a median) are there from the
-    start rather than grown by the optimiser; further ``hidden`` layers; a linear output.
+    units :math:`\phi(s_j e^{a_j}(x - c_j))` (half :math:`\tanh`, half SiLU: steps and
+    ramps, both smooth; :math:`s_j = \pm 1`), slopes :math:`e^{a_j}` drawn
+    log-uniformly in [0.3, 30] and break points :math:`c_j` uniformly in
+    :math:`[-3, 3]` (the inputs are standardised), so steep features (a sign, a median)
+    are there from the start and the optimiser changes a steepness by factors (it
+    learns :math:`a_j`); further ``hidden`` layers; a linear output.
 
     With ``knots`` (from :func:`element_knots`: uniform in :math:`x/(1 + |x|/4)`
     over the range of the data), :math:`g` is evaluated at the knots only and
@@ -155,7 +157,7 @@ def _independent(u, threshold, max_columns=400):
 
 
 def _threshold(df):
-    """Reject a chi-square statistic with ``df`` degrees of freedom beyond
+    r"""Reject a chi-square statistic with ``df`` degrees of freedom beyond
     :math:`df + 6\sqrt{2 df}` (six standard deviations)."""
     return df + 6 * math.sqrt(2 * df)
 
