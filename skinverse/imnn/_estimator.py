@@ -22,7 +22,7 @@ from .._base import (
 from ..nn import MLP
 from ._data import check_derivatives, enough_to_validate, split_simulations
 from ._fisher import fisher_statistics, imnn_loss, quasi_ml_estimate
-from ._networks import (ElementwiseSum, element_knots, looks_iid,
+from ._networks import (ElementwiseSum, data_quantiles, element_knots, looks_iid,
                         same_derivative_distribution)
 from ._simulate import simulate_derivatives, simulate_fiducial
 from ._steps import _FisherSteps, input_standardization
@@ -349,12 +349,14 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         if self.standardize is False or len(samples) < 2:
             self.input_standardization_ = None
             self._knots = element_knots(samples) if len(samples) >= 2 else None
+            self._quantiles = data_quantiles(samples) if len(samples) >= 2 else None
             return
         samples = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
         if self.standardize == "auto" and self.architecture_ != "mlp":
             samples = samples.reshape(-1, 1)  # one mean and scale for all features
         mean, scale = input_standardization(samples)
         self._knots = element_knots((samples - mean) / scale)
+        self._quantiles = data_quantiles((samples - mean) / scale)
         shape = (self.n_features_in_,)
         self.input_standardization_ = (np.broadcast_to(mean, shape).copy(),
                                        np.broadcast_to(scale, shape).copy())
@@ -412,7 +414,8 @@ class IMNNTransformer(TransformerMixin, _FisherSteps, BaseTorchEstimator):
         if self.model is not None:
             return copy.deepcopy(self.model)
         if self.architecture_ == "deepsets":
-            return ElementwiseSum(n_summaries, self._hidden_sizes(), self._knots)
+            return ElementwiseSum(n_summaries, self._hidden_sizes(), self._knots,
+                                  self._quantiles)
         return MLP(self.n_features_in_, self._hidden_sizes(), n_summaries, activation="silu")
 
     def _validates(self):

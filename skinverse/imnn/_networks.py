@@ -28,8 +28,9 @@ class ElementwiseSum(nn.Module):
     :math:`g` is a small network of one variable: one hidden layer of ``hidden[0]``
     units :math:`\phi(s_j e^{a_j}(x - c_j))` (half :math:`\tanh`, half SiLU: steps and
     ramps, both smooth; :math:`s_j = \pm 1`), slopes :math:`e^{a_j}` drawn
-    log-uniformly in [0.3, 30] and break points :math:`c_j` uniformly in
-    :math:`[-3, 3]` (the inputs are standardised), so steep features (a sign, a median)
+    log-uniformly in [0.3, 30] and break points :math:`c_j` drawn from the
+    distribution of the data (``quantiles``; else uniformly in :math:`[-3, 3]`, the
+    inputs being standardised), so steep features (a sign, a median)
     are there from the start and the optimiser changes a steepness by factors (it
     learns :math:`a_j`); further ``hidden`` layers; a linear output.
 
@@ -43,9 +44,13 @@ class ElementwiseSum(nn.Module):
     n_outputs : int
     hidden : tuple of int
     knots : array-like of shape (n_knots,) or None
+    quantiles : array-like of shape (n_quantiles,) or None
+        Increasing quantiles of the (standardised) data at equally spaced levels: the
+        break points are then drawn from the data's distribution (many where the data
+        are dense, where a steep feature pays) instead of uniformly in [-3, 3].
     """
 
-    def __init__(self, n_outputs, hidden=(32,), knots=None):
+    def __init__(self, n_outputs, hidden=(32,), knots=None, quantiles=None):
         super().__init__()
         width = int(hidden[0])
         self.log_slope = nn.Parameter(torch.empty(width))
@@ -59,6 +64,9 @@ class ElementwiseSum(nn.Module):
         self.out = nn.Linear(width, n_outputs)
         knots = torch.zeros(0) if knots is None else torch.as_tensor(knots).reshape(-1)
         self.register_buffer("knots", knots.to(torch.get_default_dtype()))
+        quantiles = (torch.zeros(0) if quantiles is None
+                     else torch.as_tensor(quantiles).reshape(-1))
+        self.register_buffer("quantiles", quantiles.to(torch.get_default_dtype()))
         self.reset_parameters_with(torch.Generator().manual_seed(0))
 
     def reset_parameters_with(self, generator):
@@ -68,12 +76,21 @@ class ElementwiseSum(nn.Module):
             u = torch.rand(2, width, generator=generator, dtype=self.log_slope.dtype)
             low, high = (math.log(v) for v in _SLOPES)
             self.log_slope.copy_(low + u[0] * (high - low))
-            self.centre.copy_(6 * u[1] - 3)
+            self.centre.copy_(self._inverse_cdf(u[1]))
             for layer in list(self.hidden) + [self.out]:
                 if isinstance(layer, nn.Linear):
                     bound = 1 / math.sqrt(layer.in_features)
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def _inverse_cdf(self, u):
+        """Break points drawn from the data (``quantiles``), or uniform in [-3, 3]."""
+        q = self.quantiles.to(u.dtype)
+        if len(q) < 2:
+            return 6 * u - 3
+        position = u * (len(q) - 1)
+        left = position.floor().long().clamp(0, len(q) - 2)
+        return q[left] + (position - left) * (q[left + 1] - q[left])
 
     def element(self, x):
         """Hidden features of every entry of ``x``: shape ``(*x.shape, width)``."""
@@ -209,3 +226,9 @@ def same_derivative_distribution(derivatives):
     derivatives = np.asarray(derivatives, dtype=np.float64)
     return all(_same_distribution(_rank_uniform(derivatives[..., k]), _threshold)
                for k in range(derivatives.shape[-1]))
+
+
+def data_quantiles(samples, n_quantiles=99):
+    """Quantiles of all entries of ``samples`` at levels 1 %, 2 %, ..., 99 %."""
+    flat = np.asarray(samples, dtype=np.float64).ravel()
+    return np.quantile(flat, np.linspace(0.01, 0.99, n_quantiles))
