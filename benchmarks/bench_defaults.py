@@ -17,7 +17,9 @@ variance, mean and variance, linear models with 1-3 parameters, exponential rate
 Laplace location, log-normal location; 5 to 100 data points, noise levels putting det F
 between 1e-1 and 1e6. Metric: det F of the fitted summaries on fresh simulations
 (``fisher_information``, mean of 3 sets of 5000) over the analytic det F.
-Targets: worst >= 0.95, median >= 0.98, each fit under 2 minutes on 2 CPU cores.
+Targets: worst >= 0.95, median >= 0.98, each fit under 2 minutes on 2 CPU cores. The
+table gives per fit the steps, wall and process CPU seconds and the network that
+``architecture='auto'`` built; more draws of the family: more ``--seeds``.
 
     python benchmarks/bench_defaults.py [--seeds 0 1] [--quick] [--only rim|imnn] [--families ...]
                                         [--threads 2] [--output PATH]
