@@ -17,7 +17,9 @@ variance, mean and variance, linear models with 1-3 parameters, exponential rate
 Laplace location, log-normal location; 5 to 100 data points, noise levels putting det F
 between 1e-1 and 1e6. Metric: det F of the fitted summaries on fresh simulations
 (``fisher_information``, mean of 3 sets of 5000) over the analytic det F.
-Targets: worst >= 0.95, median >= 0.98, each fit under 2 minutes on 2 CPU cores.
+Targets: worst >= 0.95, median >= 0.98, each fit under 2 minutes on 2 CPU cores. The
+table gives per fit the steps, wall and process CPU seconds and the network that
+``architecture='auto'`` built; more draws of the family: more ``--seeds``.
 
     python benchmarks/bench_defaults.py [--seeds 0 1] [--quick] [--only rim|imnn] [--families ...]
                                         [--threads 2] [--output PATH]
@@ -130,11 +132,11 @@ def run_imnn(kind, seed, n_sets=3):
     problem = imnn_problem(kind, rng)
     imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
                            random_state=seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         imnn.fit()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     analytic = float(np.linalg.det(problem.fisher))
     dets = [np.linalg.det(imnn.fisher_information(n_simulations=5000,
                                                   random_state=10_000 + seed * 10 + s))
@@ -143,7 +145,7 @@ def run_imnn(kind, seed, n_sets=3):
             "seed": seed, "n_data": problem.simulator.n_data, "analytic_detF": analytic,
             "detF": float(np.mean(dets)), "ratio": float(np.mean(dets)) / analytic,
             "ratio_sd": float(np.std(dets)) / analytic, "epochs": imnn.n_iter_,
-            "seconds": seconds}
+            "architecture": imnn.architecture_, "seconds": seconds, "cpu_seconds": cpu}
 
 
 def summarise(rows, better):
@@ -185,7 +187,8 @@ def main(argv=None):
                 row = rows[-1]
                 print(f"IMNN {row['problem']:<40} seed {seed}  N {row['n_data']}  det F "
                       f"{row['analytic_detF']:.3g}  ratio {row['ratio']:.3f}  "
-                      f"{row['epochs']} steps  {row['seconds']:.0f} s", flush=True)
+                      f"{row['epochs']} steps  {row['seconds']:.0f} s ({row['cpu_seconds']:.0f} "
+                      f"s CPU)  {row['architecture']}", flush=True)
         result["imnn"] = {"rows": rows, **summarise(rows, "high")}
     print()
     for key, target in (("rim", "worst <= 1.10, median <= 1.03"),
@@ -193,9 +196,11 @@ def main(argv=None):
         if key not in result:
             continue
         table = [{"problem": r["problem"], "seed": r["seed"], "ratio": f"{r['ratio']:.3f}",
-                  "steps": r["epochs"], "fit s": f"{r['seconds']:.0f}"}
+                  "steps": r["epochs"], "fit s": f"{r['seconds']:.0f}",
+                  "cpu s": f"{r.get('cpu_seconds', float('nan')):.0f}",
+                  "network": r.get("architecture", "")}
                  for r in result[key]["rows"]]
-        print_table(table, ["problem", "seed", "ratio", "steps", "fit s"])
+        print_table(table, ["problem", "seed", "ratio", "steps", "fit s", "cpu s", "network"])
         print(f"{key}: worst {result[key]['worst']:.3f}, median {result[key]['median']:.3f} "
               f"over {result[key]['n']} fits; targets {target}\n")
     write_json("bench_defaults", result, args.output)

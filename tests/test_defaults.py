@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from skinverse.datasets import gaussian_mean_problem, gaussian_mean_variance_problem
-from skinverse.datasets._fisher_problems import linear_model_problem
+from skinverse.datasets._fisher_problems import laplace_location_problem, linear_model_problem
 from skinverse.datasets._signals import make_linear_gaussian_problem
 from skinverse.imnn import IMNNTransformer
 from skinverse.imnn._data import summary_derivatives
 from skinverse.imnn._fisher import fisher_statistics
+from skinverse.imnn._networks import ElementwiseSum, element_knots, looks_iid
 from skinverse.operators import Blur, MatrixOperator, gaussian_kernel
 from skinverse.rim import RIMRegressor
 from skinverse.rim._physics import wiener_filter
@@ -149,9 +150,66 @@ def test_imnn_auto_width_scales_with_the_problem():
     for problem in (small, large):
         imnn = _fit_quietly(IMNNTransformer(simulator=problem.simulator,
                                             theta_fid=problem.theta_fid, max_epochs=1,
-                                            n_s=50, n_d=50, random_state=0))
+                                            n_s=50, n_d=50, architecture="mlp",
+                                            random_state=0))
         widths.append(imnn.module_[0].out_features)
     assert widths[0] < widths[1]
+
+
+@pytest.mark.parametrize("problem, bound", [
+    (gaussian_mean_variance_problem(30, theta_fid=(2.0, 0.5)), 0.9),  # det F = 3600
+    # optimal summary sum sign(x - theta), not smooth: the MLP default reached 0.5
+    (laplace_location_problem(20, scale=3.0), 0.8),
+])
+def test_imnn_deepsets_default_reaches_analytic_fisher(problem, bound):
+    """iid data points: 'auto' picks the per-point network; a short fit (150 steps)
+    nears the analytic det F on fresh simulations (full default fits: see
+    benchmarks/bench_defaults.py)."""
+    imnn = _fit_quietly(IMNNTransformer(simulator=problem.simulator,
+                                        theta_fid=problem.theta_fid, n_s=500, n_d=500,
+                                        max_epochs=150, random_state=0))
+    assert imnn.architecture_ == "deepsets"
+    assert _det_ratio(imnn, problem) > bound
+
+
+def test_imnn_auto_architecture_follows_the_simulations():
+    """iid points -> 'deepsets'; points with different derivatives (a linear model),
+    correlated points, or a local design (fit(X, y)) -> 'mlp'."""
+    def architecture(problem, **kwargs):
+        imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
+                               max_epochs=1, n_s=200, n_d=200, random_state=0, **kwargs)
+        return _fit_quietly(imnn).architecture_
+
+    assert architecture(gaussian_mean_problem(12)) == "deepsets"
+    assert architecture(linear_model_problem(12, 2)) == "mlp"
+    assert architecture(gaussian_mean_problem(12), architecture="mlp") == "mlp"
+    rng = np.random.RandomState(0)
+    iid = rng.normal(size=(1000, 20))
+    assert looks_iid(iid)
+    assert not looks_iid(iid + 0.3 * iid[:, :1])  # a common component: correlated
+    assert not looks_iid(iid * np.linspace(1, 2, 20))  # different scales
+    X = rng.normal(size=(200, 6))
+    y = X.mean(axis=1) + 0.01 * rng.normal(size=200)
+    assert _fit_quietly(IMNNTransformer(max_epochs=1, random_state=0), X, y).architecture_ \
+        == "mlp"
+
+
+def test_elementwise_sum_knots_interpolate_the_direct_network():
+    """Tabulated on knots, the per-point network and its derivative agree with the
+    direct evaluation to interpolation accuracy."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 7, dtype=torch.float64)
+    tabulated = ElementwiseSum(2, (16,), element_knots(x.numpy())).double()
+    direct = ElementwiseSum(2, (16,)).double()
+    direct.load_state_dict({k: v for k, v in tabulated.state_dict().items()
+                            if k != "knots"}, strict=False)
+    tangent = torch.ones_like(x)
+    t1, d1 = torch.func.jvp(tabulated, (x,), (tangent,))
+    t2, d2 = torch.func.jvp(direct, (x,), (tangent,))
+    torch.testing.assert_close(t1, t2, atol=1e-3, rtol=1e-3)
+    # secant slopes: per data set within 0.1, on average (what enters F) within 1 %
+    torch.testing.assert_close(d1, d2, atol=0.1, rtol=0.0)
+    torch.testing.assert_close(d1.mean(dim=0), d2.mean(dim=0), atol=0.0, rtol=1e-2)
 
 
 @pytest.mark.parametrize("mode", ["gradient", "pairs"])

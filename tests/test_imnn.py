@@ -207,8 +207,13 @@ def test_bad_inputs_get_clear_errors():
 @pytest.fixture(scope="module")
 def mean_imnn():
     problem = gaussian_mean_problem(n_data=10)
+    # The samplers are checked against N(sample mean, 1/N) at 0.3 from the fiducial
+    # point, which needs summaries linear in the data that far out: the MLP's are close
+    # to linear; the per-point network ('auto' here) is optimal at the fiducial point
+    # but its steep units make the estimate drift by ~0.05 at 0.3 (see refit_at).
     imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=[0.0], n_s=400, n_d=400,
-                           hidden_layer_sizes=(16,), max_epochs=1000, random_state=0).fit()
+                           hidden_layer_sizes=(16,), architecture="mlp", max_epochs=1000,
+                           random_state=0).fit()
     observed = problem.simulator(torch.tensor([[0.3]]), torch.Generator().manual_seed(3))
     return imnn, observed.numpy()
 

@@ -132,3 +132,40 @@ class _FisherSteps:
                 part = self._derivatives(source[c], data["derivatives"][c], data["mode"])
                 (part * grads[1][c]).sum().backward()
         return loss.detach(), record
+
+    def _init_readout(self, data):
+        r"""Start the last linear layer of the default network at the Fisher-optimal
+        linear combination of its input features :math:`h`, whitened:
+        :math:`W = C_h^{-1}\,\partial\mu_h/\partial\theta` (ridge
+        :math:`10^{-6}\operatorname{tr} C_h / n_h`) for the first ``n_params`` summaries,
+        the random rows for any others, then :math:`t = L^{-1}(W h - \bar t)` with
+        :math:`LL^\top` the covariance of :math:`W h`: the summaries start uncorrelated
+        with unit variance, so the covariance regulariser is off from the first step
+        and training refines a good compression instead of first rescaling a random one.
+        """
+        readout = self.module_.out
+        saved = readout, self.n_summaries_
+        self.module_.out = torch.nn.Identity()
+        self.n_summaries_ = readout.in_features
+        try:
+            with torch.no_grad():
+                h, dh = self._summaries(data)
+        finally:
+            self.module_.out, self.n_summaries_ = saved
+        h, dh = h.double(), dh.double().mean(dim=0)
+        mean = h.mean(dim=0)
+        cov = torch.cov(h.T).reshape(len(mean), len(mean))
+        ridge = 1e-2 * torch.trace(cov) / len(mean) + torch.finfo(torch.float64).tiny
+        eye = torch.eye(len(mean), dtype=cov.dtype)
+        weight = readout.weight.detach().double().clone()
+        n_params = dh.shape[1]
+        weight[:n_params] = torch.linalg.solve(cov + ridge * eye, dh).T
+        cov_t = weight @ cov @ weight.T
+        factor, info = torch.linalg.cholesky_ex(cov_t + 1e-9 * torch.trace(cov_t) * torch.eye(
+            len(cov_t), dtype=cov_t.dtype))
+        if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+            return
+        weight = torch.linalg.solve_triangular(factor, weight, upper=False)
+        with torch.no_grad():
+            readout.weight.copy_(weight.to(readout.weight))
+            readout.bias.copy_((-weight @ mean).to(readout.bias))
