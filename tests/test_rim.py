@@ -309,8 +309,13 @@ def test_operator_shapes_must_agree_with_input_shape():
     signals = rng.normal(size=(20, 30))
     observed = signals * mask.ravel()
     op = Inpainting(mask)
-    with pytest.raises(ValueError, match=r"pass input_shape=\(6, 5\)"):
-        RIMRegressor(operator=op, noise_std=0.1, max_epochs=1).fit(observed, signals)
+    auto = RIMRegressor(operator=op, noise_std=0.1, n_steps=2, max_epochs=1,
+                        random_state=0).fit(observed, signals)  # images: the U-Net
+    assert type(auto.module_.net).__name__ == "RecurrentConvNet"
+    assert auto.predict(observed).shape == signals.shape
+    volume = Inpainting(np.ones((2, 3, 5)))
+    with pytest.raises(ValueError, match=r"pass input_shape=\(3, 5\)"):
+        RIMRegressor(operator=volume, noise_std=0.1, max_epochs=1).fit(observed, signals)
     with pytest.raises(ValueError, match="disagrees with the operator"):
         RIMRegressor(operator=op, noise_std=0.1, input_shape=(5, 6), max_epochs=1).fit(
             observed, signals)

@@ -82,7 +82,9 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         at zero.
     input_shape : tuple of int or None, default=None
         Spatial shape of a signal (1-D, 2-D or 3-D) for the convolutional backbones;
-        ``None`` treats signals as vectors (dense GRU).
+        ``None`` treats signals as vectors (dense GRU), except that with
+        ``backbone='auto'`` an operator on 2-D signals gives its own shape (images get
+        the U-Net).
     channels : int, default=1
         Channels of a signal; ``channels * prod(input_shape)`` must equal the signal size.
     backbone : {'auto', 'unet', 'hourglass', 'gru'}, default='auto'
@@ -270,6 +272,15 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
         super().__init__(**shared_params(locals()))
 
     # ------------------------------------------------------------------ data and physics
+    def _input_shape(self):
+        """``input_shape``, or with ``backbone='auto'`` and an operator on 2-D signals (one
+        channel) the operator's signal shape: images get a convolutional network."""
+        op = self.operator
+        if (self.input_shape is None and self.backbone == "auto" and op is not None
+                and len(tuple(op.input_shape)) == 2 and self.channels == 1):
+            return tuple(op.input_shape)
+        return self.input_shape
+
     def _shapes(self, n_obs, n_signal):
         """(observation shape, signal shape, network shape), checked against the data."""
         op = self.operator
@@ -285,14 +296,15 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                 f"y has {n_signal} features but the operator's input_shape {signal_shape} "
                 f"holds {int(np.prod(signal_shape))}."
             )
-        check_operator_shapes(op, self.input_shape, self.channels, self.backbone)
-        if self.input_shape is None:
+        input_shape = self._input_shape()
+        check_operator_shapes(op, input_shape, self.channels, self.backbone)
+        if input_shape is None:
             net_shape = (n_signal,)
         else:
-            net_shape = (self.channels, *self.input_shape)
-            if len(self.input_shape) not in (1, 2, 3) or int(np.prod(net_shape)) != n_signal:
+            net_shape = (self.channels, *input_shape)
+            if len(input_shape) not in (1, 2, 3) or int(np.prod(net_shape)) != n_signal:
                 raise ValueError(
-                    f"channels={self.channels} x input_shape={self.input_shape} must be a "
+                    f"channels={self.channels} x input_shape={input_shape} must be a "
                     f"1-D, 2-D or 3-D shape holding the {n_signal} signal features."
                 )
         if op is None and (self.score_fn or self.energy_fn) and n_obs != n_signal:
@@ -436,17 +448,17 @@ class RIMRegressor(RegressorMixin, RegressorHead, BaseTorchEstimator):
                                         if k.startswith("extra:")}})
             check_score_sign(self.physics_, head["y"].reshape(-1, *signal_shape),
                              head["X"].reshape(-1, *obs_shape), split_extras(head))
-        backbone = self.backbone
+        backbone, input_shape = self.backbone, self._input_shape()
         if backbone == "auto":
-            backbone = "gru" if self.input_shape is None else "unet"
+            backbone = "gru" if input_shape is None else "unet"
         if backbone == "gru":
-            if self.input_shape is not None and len(net_shape) > 1:
+            if input_shape is not None and len(net_shape) > 1:
                 net_shape = (n_signal,)
             net = RecurrentDenseNet(3 * n_signal, n_signal, self.hidden_size)
         else:
-            if self.input_shape is None:
+            if input_shape is None:
                 raise ValueError(f"backbone={backbone!r} needs input_shape (the spatial shape).")
-            net = RecurrentConvNet(len(self.input_shape), 3 * self.channels, self.channels,
+            net = RecurrentConvNet(len(input_shape), 3 * self.channels, self.channels,
                                    width=self.width, depth=self.depth, skip=backbone == "unet")
         self._weights = torch.as_tensor(step_weights(self.step_weights, self.n_steps))
         module = RIMModule(net, self.n_steps, signal_shape, net_shape, self.init,
