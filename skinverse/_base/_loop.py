@@ -40,6 +40,7 @@ from ._distributed import (
     is_main_process,
     world,
 )
+from ._optim import OptimizerSetup
 from ._random import build_module_isolated, init_parameters, make_generator, shared_seed
 from ._sources import (
     LazyPlan,
@@ -49,11 +50,7 @@ from ._sources import (
 from ._state import BestWeights, DivergenceGuard, TrainingState
 from ._warn import warn_user
 
-# Fused Adam/AdamW/SGD on the CPU arrived in torch 2.4 (on CUDA earlier).
-_FUSED_OPTIMIZERS = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4)
-
-
-class TrainingLoop(BatchSteps):
+class TrainingLoop(OptimizerSetup, BatchSteps):
     """The lifecycle methods of :class:`~skinverse.base.BaseTorchEstimator` (a base class
     of it, with no state of its own: everything a fit carries is in ``training_state_``)."""
 
@@ -155,44 +152,6 @@ class TrainingLoop(BatchSteps):
         self._publish(state)
         return state
 
-    def _make_grad_scaler(self):
-        """float16 autocast (estimators with a ``mixed_precision`` parameter) on CUDA needs
-        loss scaling; anything else none."""
-        fp16 = getattr(self, "mixed_precision", None) == "fp16"
-        return torch.amp.GradScaler("cuda") if fp16 and self.device_.type == "cuda" else None
-
-    def _hyperparameters(self):
-        return (self.optimizer, self.learning_rate, self.alpha, self.lr_schedule)
-
-    def _apply_hyperparameters(self, state, *, reset_stopping):
-        """``warm_start``/``partial_fit``: train on with the current parameters.
-
-        A changed optimiser kind rebuilds the optimiser; a changed learning rate, penalty
-        or schedule is applied to every parameter group and restarts the schedule; the
-        components follow ``early_stopping``/``ema_decay``/``warmup_steps``. A new
-        ``fit`` call (not ``partial_fit``) restarts the stopping rule, as scikit-learn's.
-        """
-        if state.hyper != self._hyperparameters() and state.optimizer is not None:
-            if state.hyper[0] != self.optimizer:
-                state.optimizer = self._build_optimizer()
-            for group in state.optimizer.param_groups:
-                group["lr"], group["weight_decay"] = self.learning_rate, self.alpha
-            state.scheduler = self._build_scheduler(state.optimizer)
-            state.hyper = self._hyperparameters()
-        kept, fresh = {c.name: c for c in state.components}, self._components()
-        for component in fresh:
-            if component.name in kept:
-                kept[component.name].update_settings(component)
-        state.components = [kept.get(c.name, c) for c in fresh]
-        if reset_stopping:
-            state.no_improvement_count = 0
-            state.best_loss, state.best_validation_score = math.inf, -math.inf
-            if state.component("best") is not None:
-                state.components = [BestWeights() if c.name == "best" else c
-                                    for c in state.components]
-        state.stop_reason = None
-        self.optimizer_, self.scheduler_ = state.optimizer, state.scheduler
-
     def _resume(self, state, checkpointer):
         """Load this fit's checkpoint into ``state``; True when there was one."""
         saved = checkpointer.load(map_location=self.device_)
@@ -225,33 +184,6 @@ class TrainingLoop(BatchSteps):
     def _history_attributes(self):
         """Fitted list attributes the method keeps in ``state.history``: {attribute: key}."""
         return {}
-
-    def _build_optimizer(self):
-        params = self._optimizer_param_groups()
-        if not params:  # nothing to learn (e.g. CG-SENSE with a fixed lambda)
-            return None
-        options = {"lr": self.learning_rate, "weight_decay": self.alpha}
-        if _FUSED_OPTIMIZERS and self.device_.type in ("cpu", "cuda"):
-            options["fused"] = True  # one kernel for all parameters: ~3x faster steps
-        if self.optimizer == "adam":
-            return torch.optim.Adam(params, **options)
-        if self.optimizer == "adamw":
-            return torch.optim.AdamW(params, **options)
-        return torch.optim.SGD(params, momentum=0.9, nesterov=True, **options)
-
-    def _build_scheduler(self, optimizer):
-        sched = torch.optim.lr_scheduler
-        if self.lr_schedule is None or optimizer is None:
-            return None
-        if callable(self.lr_schedule):
-            return self.lr_schedule(optimizer)
-        if self.lr_schedule == "step":
-            return sched.StepLR(optimizer, step_size=max(1, self.max_epochs // 3))
-        if self.lr_schedule == "cosine":
-            return sched.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
-        mode = "max" if self._validates() else "min"
-        patience = max(1, self.n_iter_no_change // 2)
-        return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
 
     def _to_tensors(self, data):
         """Per-sample arrays to tensors on the device (floats in the module's dtype),
