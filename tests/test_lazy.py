@@ -291,3 +291,42 @@ def test_a_model_fitted_with_loader_workers_pickles(tmp_path):
     est = TorchMLPRegressor(**MLP, num_workers=1).fit(DictDataset(X=X, y=y))
     clone = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(clone.predict(X), est.predict(X))
+
+
+@pytest.mark.parametrize("kind", ["memmap", "hdf5"])
+def test_prediction_on_lazy_data_equals_arrays_and_reads_in_chunks(tmp_path, kind,
+                                                                    monkeypatch):
+    """predict/score on data on disk: read STREAM_ROWS rows at a time (never whole), the
+    same values as on the arrays; RIM standardises each chunk as fit did."""
+    from skinverse._base import _sources
+
+    X, y, _ = regression_data()
+    X_test = np.random.RandomState(2).normal(size=(2500, 5))
+    y_test = X_test @ np.arange(1.0, 6.0)
+    mlp = TorchMLPRegressor(**MLP).fit(X, y)
+    problem = make_linear_gaussian_problem("blur", 16, signal_scale=50.0, signal_mean=3.0,
+                                           random_state=0)
+    Xr, yr = problem.sample(2500, random_state=1)
+    rim = RIMRegressor(operator=problem.operator, noise_std=problem.noise_std, max_epochs=2,
+                       hidden_size=8, n_steps=2, random_state=0, device="cpu").fit(Xr, yr)
+    if kind == "memmap":
+        lazy = {"X": memmap(tmp_path, "X", X_test), "Xr": memmap(tmp_path, "Xr", Xr)}
+    else:
+        lazy = hdf5(tmp_path, X=X_test, Xr=Xr)
+    reads = []
+    read = _sources._Column.read
+    monkeypatch.setattr(_sources._Column, "read",
+                        lambda self, rows: reads.append(len(rows)) or read(self, rows))
+    np.testing.assert_array_equal(mlp.predict(lazy["X"]), mlp.predict(X_test))
+    assert mlp.score(lazy["X"], y_test) == mlp.score(X_test, y_test)
+    np.testing.assert_array_equal(rim.predict(lazy["Xr"]), rim.predict(Xr))
+    assert max(reads) == _sources.STREAM_ROWS and sum(reads) == 3 * 2500
+
+
+def test_a_nan_in_lazy_prediction_data_names_the_sample(tmp_path):
+    X, y, _ = regression_data()
+    est = TorchMLPRegressor(**MLP).fit(X, y)
+    X_test = np.random.RandomState(2).normal(size=(2000, 5))
+    X_test[1500, 3] = np.nan
+    with pytest.raises(ValueError, match="sample 1500, column 3"):
+        est.predict(memmap(tmp_path, "X", X_test))

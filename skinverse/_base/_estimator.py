@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._device import check_finite_tensor, device_available, to_numpy, to_tensor
 from ._docs import fill_doc
 from ._loop import TrainingLoop
+from ._sources import STREAM_ROWS, _Column, check_finite_rows, is_lazy_array
 from ._state import TrainingState
 from ._warn import warn_user
 
@@ -185,19 +186,39 @@ class BaseTorchEstimator(TrainingLoop, BaseEstimator):
         """Validate ``X`` and return (network outputs as a tensor, X's float dtype).
 
         ``extras`` are validated per-sample arrays handed to ``_forward`` chunk by chunk.
+        A memory-map or HDF5 dataset is read, validated and predicted ``STREAM_ROWS``
+        rows at a time, so only the predictions are held whole.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
-        return self._forward_chunks(X, extras), X.dtype
+        if not is_lazy_array(X):
+            X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+            return self._forward_chunks(self._predict_inputs(X), extras), X.dtype
+        column = _Column(X, "X")
+        if len(column) == 0:
+            validate_data(self, column.read(np.arange(0)), reset=False, dtype=FLOAT_DTYPES)
+        outputs, dtype = [], None
+        for start in range(0, len(column), STREAM_ROWS):
+            rows = np.arange(start, min(start + STREAM_ROWS, len(column)))
+            chunk = column.read(rows)
+            check_finite_rows({"X": chunk}, rows)
+            chunk = validate_data(self, chunk, reset=False, dtype=FLOAT_DTYPES)
+            dtype = chunk.dtype
+            more = {k: v[rows] for k, v in extras.items()} if extras else None
+            outputs.append(self._forward_chunks(self._predict_inputs(chunk), more, start))
+        return torch.cat(outputs), dtype
 
-    def _forward_chunks(self, X, extras=None):
+    def _predict_inputs(self, X):
+        """Validated rows of ``X`` as the network takes them (RIM standardises them)."""
+        return X
+
+    def _forward_chunks(self, X, extras=None, offset=0):
         self.module_.eval()
         outputs = []
         with torch.no_grad():
             for start in range(0, X.shape[0], PREDICT_CHUNK):
                 rows = slice(start, start + PREDICT_CHUNK)
                 chunk = to_tensor(X[rows], dtype=self._torch_dtype, device=self.device_)
-                check_finite_tensor(chunk, "X", self.dtype, offset=start)
+                check_finite_tensor(chunk, "X", self.dtype, offset=offset + start)
                 if extras:
                     more = self._to_tensors({k: v[rows] for k, v in extras.items()})
                     outputs.append(self._forward(chunk, **more))

@@ -110,6 +110,12 @@ class RIMData:
         _, obs_mean, scale = self._standardization_
         return ((X - obs_mean) / scale).astype(X.dtype, copy=False)
 
+    def _predict_inputs(self, X):
+        """Observations in the units fit worked in (a hook of ``_predict_outputs``)."""
+        if getattr(self, "_standardization_", None) is None:
+            return X
+        return self._standardize_observations(X)
+
     def _physics_noise(self, noise_std):
         """The noise level in the units fit works in (standardised or not)."""
         if noise_std is None or self.noise_std is None or self._standardization_ is None:

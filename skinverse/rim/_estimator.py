@@ -8,11 +8,10 @@ import torch
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
+from sklearn.utils.validation import _num_samples
 
 from .._base import (
     EMA,
-    FLOAT_DTYPES,
     BaseTorchEstimator,
     RegressorHead,
     WarmUp,
@@ -455,13 +454,9 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         merged = merge_physics_params(physics_params, extras)
         extras = {k[6:]: v for k, v in validate_extras(merged, _num_samples(X), self.score_fn,
                                                              self.energy_fn).items()}
-        standardization = getattr(self, "_standardization_", None)
-        if standardization is not None:
-            check_is_fitted(self)
-            X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
-            X = self._standardize_observations(X)
         trajectory, dtype = self._predict_outputs(X, extras)
         trajectory = to_numpy(trajectory, dtype)
+        standardization = getattr(self, "_standardization_", None)
         if standardization is not None:
             mean, _, scale = standardization
             trajectory = (trajectory * scale + mean).astype(dtype, copy=False)
