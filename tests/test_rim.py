@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from skinverse.callbacks import Callback
-from skinverse.operators import Blur, Inpainting, LinearOperator, MatrixOperator, gaussian_kernel
+from skinverse.operators import (
+    Blur,
+    Identity,
+    Inpainting,
+    LinearOperator,
+    MatrixOperator,
+    gaussian_kernel,
+)
 from skinverse.rim import RIMRegressor
 from skinverse.rim._physics import Physics
 
@@ -322,3 +329,22 @@ def test_operator_shapes_must_agree_with_input_shape():
     gru = RIMRegressor(operator=op, noise_std=0.1, backbone="gru", n_steps=2, max_epochs=1,
                        random_state=0).fit(observed, signals)  # asked for: flat vectors
     assert gru.predict(observed).shape == signals.shape
+
+
+@pytest.mark.parametrize("with_operator", [True, False])
+def test_rim_is_invariant_to_tiny_signal_units(with_operator):
+    """Signals of size 1e-15 (strain data, nanometres in metres) are not constant: the
+    same model as in unit units, with or without an operator (was R^2 = -1e15)."""
+    rng = np.random.RandomState(0)
+    signals = rng.normal(size=(60, 8))
+    observed = signals + 0.1 * rng.normal(size=signals.shape)
+    preds = []
+    for scale in (1.0, 1e-15):
+        rim = RIMRegressor(operator=Identity((8,)) if with_operator else None,
+                           noise_std=0.1 * scale if with_operator else None, n_steps=2,
+                           hidden_size=8, max_epochs=2, early_stopping=False,
+                           random_state=0, dtype="float64")
+        rim.fit(observed * scale, signals * scale)
+        preds.append(rim.predict(observed * scale) / scale)
+        assert rim.score(observed * scale, signals * scale) > 0.5
+    np.testing.assert_allclose(preds[1], preds[0], rtol=1e-6, atol=1e-8)

@@ -153,13 +153,16 @@ def standardization(chunks, operator):
         raw_square += float(np.square(np.asarray(signals, dtype=np.float64)).sum())
         n_obs, dtype = observations.shape[1], observations.dtype
     mean = moments.mean
+    raw_rms = float(np.sqrt(raw_square / (moments.n * mean.size)))
     if operator is None:
         mean = np.zeros_like(mean)
-        scale = float(np.sqrt(raw_square / (moments.n * mean.size)))
+        scale = raw_rms
     else:
         scale = float(np.sqrt(moments.m2.sum() / (moments.n * mean.size)))
-    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, float(np.abs(mean).max())):
-        scale = 1.0
+    # Constant signals (no spread relative to their own size, whatever the units: strain
+    # data of 1e-21 is not constant) keep the units of their size, or 1 when all zero.
+    if not np.isfinite(scale) or scale <= 1e-12 * raw_rms or scale == 0.0:
+        scale = raw_rms if np.isfinite(raw_rms) and raw_rms > 0 else 1.0
     if operator is None:
         obs_mean = np.zeros(n_obs, dtype=dtype)
     else:
