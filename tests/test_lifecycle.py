@@ -3,6 +3,7 @@ one checkpoint directory for several fits, searches with checkpoints, damaged fi
 two processes, warm starts with new hyperparameters, divergence. Every test compares
 the model (its predictions) with a reference fit, not only that nothing raised."""
 
+import re
 import subprocess
 import sys
 import warnings
@@ -342,6 +343,35 @@ def test_warm_start_applies_a_new_learning_rate(case):
     assert rates.rates[-2:] == [3e-2, 3e-2]
     groups = est.optimizer_.param_groups
     assert all(g["lr"] == 3e-2 and g["weight_decay"] == 1e-4 for g in groups)
+
+
+_ARCHITECTURE = {"mlp": {"hidden_layer_sizes": (4,)}, "implicit-classifier": {"hidden_size": 4},
+                 "implicit-regressor": {"hidden_size": 4}, "rim": {"n_steps": 3},
+                 "imnn": {}, "unrolled": {}}
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_warm_start_refuses_a_changed_model_definition(case):
+    """A changed architecture or dtype cannot be continued: a clear error naming it,
+    and the fitted model left as it was (it was ignored, or failed inside torch)."""
+    X, y, kwargs = case.data(0)
+    for change in [{"dtype": "float64"}, *(
+            {k: v} for k, v in _ARCHITECTURE[case.name].items())]:
+        est = _fit(case, max_epochs=2, warm_start=True)
+        before = case.out(est, X, kwargs)
+        est.set_params(**change)
+        with pytest.raises(ValueError, match=re.escape(f"was built: {list(change)}")):
+            est.fit(X, y, **kwargs)
+        np.testing.assert_array_equal(case.out(est.set_params(**{
+            k: case.make().get_params()[k] for k in change}), X, kwargs), before)
+        est.set_params(**change, warm_start=False).fit(X, y, **kwargs)  # a new model
+
+
+def test_partial_fit_refuses_a_changed_architecture():
+    X, y = _regression()
+    est = TorchMLPRegressor(hidden_layer_sizes=(8,), random_state=0).partial_fit(X, y)
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        est.set_params(hidden_layer_sizes=(3,)).partial_fit(X, y)
 
 
 def test_warm_start_with_a_new_rate_equals_a_manual_continuation():

@@ -25,7 +25,7 @@ from ..exceptions import (
 )
 from ._batches import TRIM_EVERY, BatchSteps
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
-from ._checkpoint import Checkpointer
+from ._checkpoint import Checkpointer, canonical
 from ._device import (
     check_finite_tensor,
     release_free_memory,
@@ -63,6 +63,8 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
                 "This estimator has fitted weights but no training state to continue from "
                 "(it was loaded from an older skinverse): fit it afresh with "
                 "warm_start=False.")
+        if continuing:
+            self._check_model_params()
         source = lazy_source(X, y, fit_params)
         if source is not None and not self._streams(source):
             X, y, fit_params = self._read_whole(source)
@@ -102,6 +104,28 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
         finally:
             self._loaders = {}  # persistent DataLoader workers end with the fit
         return self
+
+    # Parameters that define the fitted model (its module's shapes, its units, its dtype):
+    # warm_start/partial_fit cannot change them. Estimators extend the tuple.
+    _model_params = ("dtype",)
+
+    def _model_param_values(self):
+        return {name: _frozen(getattr(self, name)) for name in self._model_params}
+
+    def _check_model_params(self):
+        """A ValueError naming the model-defining parameters changed since the model was
+        built (a continued fit would otherwise ignore them, or fail deep in torch)."""
+        fitted = getattr(self, "_model_params_", None)
+        if fitted is None:  # fitted by an older skinverse
+            return
+        now = self._model_param_values()
+        changed = [name for name in self._model_params
+                   if name in fitted and fitted[name] != now[name]]
+        if changed:
+            raise ValueError(
+                "warm_start=True and partial_fit continue the fitted model, which these "
+                f"parameters define and which changed since it was built: {changed}. "
+                "Restore them, or set warm_start=False (and call fit) to train a new model.")
 
     def _components(self):
         """The stateful components of a fit, in the order they act (see ``_state``)."""
@@ -143,6 +167,7 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
         if not self._keeps_module_initialisation():
             init_parameters(module, generator)
         self.module_ = module.to(device=self.device_, dtype=self._torch_dtype)
+        self._model_params_ = self._model_param_values()
         optimizer = self._build_optimizer()
         state = TrainingState(self.module_, optimizer, self._build_scheduler(optimizer),
                               generator, self._components())
@@ -505,6 +530,15 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
     def _parameters_finite(self):
         flags = [torch.isfinite(p).all() for p in self.module_.parameters()]
         return bool(torch.stack(flags).all()) if flags else True
+
+
+def _frozen(value):
+    """A comparable stand-in for a parameter value (arrays, operators and modules by their
+    content; what has no stable description, such as a lambda, by identity)."""
+    try:
+        return repr(canonical(value))
+    except (ValueError, TypeError, RecursionError):
+        return ("object", id(value))
 
 
 def _copy_state(state):

@@ -45,6 +45,8 @@ def _check_user_activation(pair):
 class _ImplicitMixin:
     """What both implicit estimators share: module, well-posedness, diagnostics."""
 
+    _model_params = (*BaseTorchEstimator._model_params, "hidden_size", "activation",
+                     "fit_D", "bias", "structure", "rank")
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
         "hidden_size": [Interval(Integral, 1, None, closed="left")],

@@ -73,7 +73,7 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
     energy_fn : callable or None, default=None
         ``energy_fn(x, X)`` returns :math:`-\log p(X \mid x)` per sample; the score is
         minus its gradient (autograd). Checked at fit: lower at the training signals than
-        at zero.
+        at zero. Give ``score_fn`` or ``energy_fn``, not both.
     input_shape : tuple of int or None, default=None
         Spatial shape of a signal (1-D, 2-D or 3-D) for the convolutional backbones;
         ``None`` treats signals as vectors (dense GRU), except that with
@@ -122,7 +122,8 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         ``prior_sampler``.
     link : {'identity', 'softplus', 'sigmoid'}, default='identity'
         The RIM iterates :math:`\eta` with :math:`x = \ell(\eta)` (positive or bounded
-        signals); the score is taken through the chain rule.
+        signals); the score is taken through the chain rule. Training signals must lie in
+        the link's range ([0, inf) for 'softplus', [0, 1] for 'sigmoid'; checked).
     ema_decay : float or None, default=None
         Keep an exponential moving average of the weights and use it after fit.
     warmup_steps : int, default=0
@@ -204,6 +205,10 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
     True
     """
 
+    _model_params = (*BaseTorchEstimator._model_params, "operator", "noise_std", "score_fn",
+                     "energy_fn", "input_shape", "channels", "backbone", "width", "depth",
+                     "hidden_size", "n_steps", "init", "score_transform", "standardize",
+                     "link")
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
         "operator": [None, HasMethods(["forward", "adjoint"])],

@@ -16,6 +16,7 @@ def make_mlp(n_in, hidden_layer_sizes, n_out):
 
 
 class _MLPMixin:
+    _model_params = (*BaseTorchEstimator._model_params, "hidden_layer_sizes")
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
         "hidden_layer_sizes": [tuple],
