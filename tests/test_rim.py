@@ -348,3 +348,50 @@ def test_rim_is_invariant_to_tiny_signal_units(with_operator):
         preds.append(rim.predict(observed * scale) / scale)
         assert rim.score(observed * scale, signals * scale) > 0.5
     np.testing.assert_allclose(preds[1], preds[0], rtol=1e-6, atol=1e-8)
+
+
+def _blur_data(n=40, positive=False):
+    rng = np.random.RandomState(0)
+    signals = np.cumsum(rng.normal(size=(n, 8)), axis=1) / 4
+    if positive:
+        signals = 1 / (1 + np.exp(-signals))
+    blur = Blur(gaussian_kernel(5, 1.5), input_shape=(8,))
+    observed = blur(torch.as_tensor(signals)).numpy() + 0.05 * rng.normal(size=signals.shape)
+    return blur, observed, signals
+
+
+def test_conflicting_or_broken_likelihoods_are_input_errors():
+    blur, observed, signals = _blur_data()
+    small = dict(n_steps=2, hidden_size=8, max_epochs=1, random_state=0)
+    with pytest.raises(ValueError, match="score_fn or energy_fn, not both"):
+        RIMRegressor(operator=blur, score_fn=_gaussian_score,
+                     energy_fn=_gaussian_energy, **small).fit(observed, signals)
+    with pytest.raises(ValueError, match="score_fn returned NaN"):
+        RIMRegressor(operator=blur, score_fn=_nan_score, **small).fit(observed, signals)
+
+
+@pytest.mark.parametrize("link, shift, bad", [("sigmoid", 0.0, False), ("sigmoid", 0.5, True),
+                                              ("softplus", 0.0, False),
+                                              ("softplus", -0.6, True)])
+def test_signals_outside_the_links_range_are_an_input_error(link, shift, bad):
+    blur, observed, signals = _blur_data(positive=True)
+    rim = RIMRegressor(operator=blur, noise_std=0.05, link=link, n_steps=2, hidden_size=8,
+                       max_epochs=1, random_state=0)
+    if bad:
+        with pytest.raises(ValueError, match=f"link='{link}' reconstructs signals in"):
+            rim.fit(observed, signals + shift)
+    else:
+        pred = rim.fit(observed, signals + shift).predict(observed)
+        assert pred.min() >= 0 and (link == "softplus" or pred.max() <= 1)
+
+
+def _gaussian_score(x, X):
+    return X - x
+
+
+def _gaussian_energy(x, X):
+    return 0.5 * ((X - x) ** 2).sum(dim=1)
+
+
+def _nan_score(x, X):
+    return (X - x) * float("nan")

@@ -16,6 +16,21 @@ from ._physics import (
 )
 
 
+_LINK_RANGES = {"softplus": (0.0, np.inf, "[0, inf)"), "sigmoid": (0.0, 1.0, "[0, 1]")}
+
+
+def check_link_range(link, y):
+    """A ValueError when the signals lie outside what ``link`` can reconstruct."""
+    if link not in _LINK_RANGES or y.size == 0:
+        return
+    low, high, text = _LINK_RANGES[link]
+    y_min, y_max = float(np.min(y)), float(np.max(y))
+    if y_min < low or y_max > high:
+        raise ValueError(
+            f"link={link!r} reconstructs signals in {text}, but y has values in "
+            f"[{y_min:.4g}, {y_max:.4g}]; use link='identity' or rescale y.")
+
+
 class RIMData:
     """Data validation and units for :class:`RIMRegressor` (see its ``standardize`` and
     ``init`` parameters); ``super()`` reaches the regression head's validation."""
@@ -77,6 +92,9 @@ class RIMData:
     def _validate_fit_data(self, X, y, *, reset, sample_weight=None, **extras):
         if self.operator is not None:
             check_operator(self.operator)
+        if self.score_fn is not None and self.energy_fn is not None:
+            raise ValueError("Give score_fn or energy_fn, not both: each defines the "
+                             "likelihood (the score is minus the energy's gradient).")
         if X is None and self.prior_sampler is not None:
             if self.operator is None or self.noise_std is None:
                 raise ValueError("Training from prior_sampler needs an operator and noise_std.")
@@ -87,6 +105,7 @@ class RIMData:
             return {"X": None, "y": None, "simulate": True}
         data = super()._validate_fit_data(X, y, reset=reset, sample_weight=sample_weight)
         self._shapes(data["X"].shape[1], data["y"].shape[1])
+        check_link_range(self.link, data["y"])
         data.update(validate_extras(extras, len(data["X"]), self.score_fn, self.energy_fn))
         if reset:
             self._standardization_ = None

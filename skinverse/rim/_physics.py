@@ -218,6 +218,9 @@ def check_score_sign(physics, signals, observations, extras):
         with torch.no_grad():
             at_truth = physics.energy_fn(signals, observations, **extras).mean()
             at_zero = physics.energy_fn(zeros, observations, **extras).mean()
+        if not bool(torch.isfinite(at_truth) & torch.isfinite(at_zero)):
+            raise ValueError("energy_fn returned NaN or infinity on the training data (at "
+                             "the signals or at zero); it must be finite there.")
         if bool(at_truth > at_zero):
             raise ValueError(
                 "energy_fn is larger at the training signals than at zero: it must return "
@@ -230,6 +233,9 @@ def check_score_sign(physics, signals, observations, extras):
                 f"score_fn returned shape {tuple(score.shape)}; expected the shape of x, "
                 f"{tuple(signals.shape)}."
             )
+        if not bool(torch.isfinite(score).all()):
+            raise ValueError("score_fn returned NaN or infinity on the training data (at "
+                             "x = 0); it must be finite there.")
         if float((score * signals).sum()) < 0:
             raise ValueError(
                 "score_fn points away from the training signals: it must return "
