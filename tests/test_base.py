@@ -403,3 +403,14 @@ def test_validation_scores_equal_scikit_learns_metrics():
     est = TorchMLPClassifier(max_epochs=2, random_state=0).fit(X, labels)
     val = est._to_tensors(est._validate_fit_data(X, labels, reset=False))
     assert est._validation_score(val) == pytest.approx(accuracy_score(labels, est.predict(X)))
+
+
+def test_partial_fit_with_other_classes_than_the_first_call_is_an_error():
+    """As scikit-learn's partial_fit: classes given again must be the same."""
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(30, 3)), np.repeat([0, 1, 2], 10)
+    est = TorchMLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    est.partial_fit(X, y, classes=[0, 1, 2])
+    est.partial_fit(X, y, classes=[2, 1, 0])  # the same set
+    with pytest.raises(ValueError, match=r"classes=\[0, 1, 2, 3\] is not the same"):
+        est.partial_fit(X, y, classes=[0, 1, 2, 3])

@@ -204,6 +204,9 @@ class ClassifierHead:
                     f"1 class: {self.classes_[0]!r}."
                 )
             self.n_outputs_ = 1 if len(self.classes_) == 2 else len(self.classes_)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={np.unique(classes).tolist()} is not the same as on the "
+                             f"first call, classes_={self.classes_.tolist()}.")
         unseen = np.setdiff1d(y, self.classes_)
         if unseen.size:
             raise ValueError(
