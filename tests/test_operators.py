@@ -9,6 +9,7 @@ import torch
 
 from skinverse.operators import (
     Blur,
+    Identity,
     Inpainting,
     LinearOperator,
     MatrixOperator,
@@ -123,3 +124,15 @@ def test_bad_operator_arguments():
         MatrixOperator([[np.nan, 1.0]])
     with pytest.raises(NotImplementedError, match="no adjoint"):
         LinearOperator((2,), (2,)).adjoint(torch.ones(1, 2))
+
+
+def test_bad_shapes_and_kernels_are_input_errors():
+    blur = Blur(gaussian_kernel(5, 1.5), input_shape=(16,))
+    with pytest.raises(ValueError, match=r"batch of shape \(batch, \*\(16,\)\), got \(2, 15\)"):
+        blur(torch.ones(2, 15))
+    assert blur(torch.ones(2, 16)).shape == (2, 16)
+    for size, sigma in [(5, 0), (5, -1.0), (5, float("nan")), (-3, 1.0), (0, 1.0), (4, 1.0)]:
+        with pytest.raises(ValueError, match="size must be|sigma must be"):
+            gaussian_kernel(size, sigma)
+    with pytest.raises(ValueError, match="positive sizes"):
+        Identity((-2,))

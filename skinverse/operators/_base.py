@@ -39,6 +39,10 @@ class LinearOperator:
     def __init__(self, input_shape, output_shape):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.output_shape = tuple(int(s) for s in output_shape)
+        for name, shape in (("input_shape", self.input_shape),
+                            ("output_shape", self.output_shape)):
+            if any(s < 1 for s in shape):
+                raise ValueError(f"{name} must hold positive sizes, got {shape}.")
 
     # -------------------------------------------------------------- to implement
     def forward(self, x):
@@ -53,6 +57,10 @@ class LinearOperator:
 
     # -------------------------------------------------------------- derived
     def __call__(self, x):
+        """:meth:`forward`, after checking that ``x`` is a batch of ``input_shape``."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{type(self).__name__} takes a batch of shape (batch, "
+                             f"*{self.input_shape}), got {tuple(x.shape)}.")
         return self.forward(x)
 
     def normal(self, x, **params):

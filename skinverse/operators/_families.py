@@ -150,8 +150,13 @@ class Blur(LinearOperator):
 
 def gaussian_kernel(size, sigma, ndim=1):
     """A normalised Gaussian kernel of odd ``size`` and width ``sigma`` in ``ndim`` axes."""
-    if size % 2 == 0:
-        raise ValueError(f"size must be odd, got {size}.")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1 \
+            or size % 2 == 0:
+        raise ValueError(f"size must be a positive odd integer, got {size!r}.")
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be positive and finite, got {sigma!r}.")
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}.")
     axis = np.arange(size) - size // 2
     profile = np.exp(-0.5 * (axis / sigma) ** 2)
     kernel = profile
