@@ -160,7 +160,7 @@ def _evaluate(args):
 
 def _common():
     """Options every command takes."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "--threads", type=int, metavar="N",
         help=f"torch CPU threads (default here: {default_threads()}, i.e. half the usable "
@@ -182,11 +182,11 @@ def _data_options(parser):
 
 
 def _add_commands(sub, common):
-    info = sub.add_parser("info", parents=[common], help="print versions, torch threads "
+    info = sub.add_parser("info", allow_abbrev=False, parents=[common], help="print versions, torch threads "
                           "and the device that device='auto' picks")
     info.set_defaults(func=_info)
     demo = sub.add_parser(
-        "demo", parents=[common],
+        "demo", allow_abbrev=False, parents=[common],
         help="fit every estimator on data that ships offline and print a results table",
         description="Fit every skinverse estimator on offline data (scikit-learn's bundled "
         "datasets and skinverse.datasets generators) and print a small results table; "
@@ -195,7 +195,7 @@ def _add_commands(sub, common):
     demo.add_argument("--quick", action="store_true", help="fewer epochs, for a smoke test")
     demo.set_defaults(func=_demo)
     config = sub.add_parser(
-        "config", parents=[common], help="write a template config (JSON) for an estimator",
+        "config", allow_abbrev=False, parents=[common], help="write a template config (JSON) for an estimator",
         description="Print (or write) a complete config: the estimator's default parameters, "
         "an example data section and the model's output name. Edit it, then run 'fit'.")
     config.add_argument("estimator", help="e.g. UnrolledRegressor")
@@ -203,14 +203,14 @@ def _add_commands(sub, common):
     config.add_argument("--force", action="store_true", help="overwrite --output")
     config.set_defaults(func=_config)
     _add_fit(sub, common)
-    predict = sub.add_parser("predict", parents=[common], help="predict (or transform) with "
+    predict = sub.add_parser("predict", allow_abbrev=False, parents=[common], help="predict (or transform) with "
                              "a saved model and save the result as .npy")
     _data_options(predict)
     predict.add_argument("--output-dir", default=".", help="folder of the output (default .)")
     predict.add_argument("--name", default="predictions.npy", help="file name inside "
                          "--output-dir (default predictions.npy)")
     predict.set_defaults(func=_predict)
-    evaluate = sub.add_parser("evaluate", parents=[common], help="score a saved model: its "
+    evaluate = sub.add_parser("evaluate", allow_abbrev=False, parents=[common], help="score a saved model: its "
                               "score and, for reconstructions, PSNR, SSIM and NMSE")
     _data_options(evaluate)
     evaluate.add_argument("--output-dir", help="also write the metrics as JSON here")
@@ -223,7 +223,7 @@ def _add_fit(sub, common):
     from skinverse._cli_data import generators
 
     fit = sub.add_parser(
-        "fit", parents=[common], help="train an estimator from a config and save it",
+        "fit", allow_abbrev=False, parents=[common], help="train an estimator from a config and save it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train from a JSON (or .toml) config {estimator, params, data, "
         "test_data, output}:\n  'params' are the estimator's parameters (a function as "
@@ -250,7 +250,7 @@ def _add_fit(sub, common):
 def build_parser():
     """The argparse parser of ``python -m skinverse``."""
     parser = argparse.ArgumentParser(
-        prog="python -m skinverse",
+        prog="python -m skinverse", allow_abbrev=False,
         description="skinverse: learned inverse problems and simulation-based inference "
         "as scikit-learn estimators.", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -262,8 +262,14 @@ def load_model(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file {str(path)!r} not found.")
+    what = (f"cannot load a model from {str(path)!r}: it is not a model file written by "
+            "'python -m skinverse fit' (or joblib.dump of a fitted estimator)")
     try:
-        return joblib.load(path)
+        model = joblib.load(path)
     except (pickle.UnpicklingError, EOFError, ImportError, AttributeError, KeyError,
             IndexError, TypeError, ValueError, OSError) as exc:  # damaged or foreign file
-        raise DataError(f"cannot load a model from {str(path)!r}: {exc}") from exc
+        raise DataError(f"{what} ({type(exc).__name__}: {exc}).") from exc
+    if not hasattr(model, "get_params") or not (hasattr(model, "predict")
+                                                or hasattr(model, "transform")):
+        raise DataError(f"{what}; it holds a {type(model).__name__}.")
+    return model

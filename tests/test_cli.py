@@ -316,6 +316,21 @@ def test_bad_files_and_outputs(tmp_path, capsys):
     assert usage.value.code == 2
 
 
+def test_abbreviated_options_and_files_that_are_not_models(tmp_path, capsys):
+    """--output is not taken for --output-dir (predict writes into a folder); a config or
+    a pickled array given as --model says what it is not."""
+    path = _write(tmp_path / "c.json", _GOOD)
+    with pytest.raises(SystemExit) as usage:
+        main(["predict", "--config", path, "--model", "m", "--output", "p.npy"])
+    assert usage.value.code == 2 and not (tmp_path / "p.npy").exists()
+    assert "unrecognized arguments: --output" in capsys.readouterr().err
+    import joblib
+    joblib.dump(np.arange(3), tmp_path / "array.joblib")
+    for model in (path, str(tmp_path / "array.joblib")):
+        assert main(["predict", "--config", path, "--model", model]) == 3
+        assert "is not a model file written by" in _error(capsys)
+
+
 def test_output_paths_stay_inside_the_output_directory(tmp_path):
     from skinverse._config import output_path
 
