@@ -37,6 +37,17 @@ def test_container_round_trips_the_flat_layout(acquisitions):
     np.testing.assert_array_equal(data[np.array([4, 0]), ...].masks, data.masks[[4, 0]])
 
 
+def test_predictions_keep_the_precision_of_the_kspace(acquisitions):
+    """complex64 in, complex64 out (was complex128); complex128 stays complex128."""
+    data, images = acquisitions
+    single = MultiCoilData(data.kspace.astype(np.complex64), data.maps.astype(np.complex64),
+                           data.masks)
+    est = _sense().fit(data, images)
+    pred64, pred32 = est.predict(data), est.predict(single)
+    assert pred64.dtype == np.complex128 and pred32.dtype == np.complex64
+    np.testing.assert_allclose(pred32, pred64, rtol=0, atol=1e-4 * np.abs(pred64).max())
+
+
 def test_container_fits_like_the_flat_layout(acquisitions):
     data, images = acquisitions
     X, maps, masks = data.flat()

@@ -98,9 +98,14 @@ class MultiCoilData:
         n, coils, H, W = self.shape
         return f"MultiCoilData(n={n}, n_coils={coils}, image_shape=({H}, {W}))"
 
-    def flat(self, dtype=np.float64):
+    def flat(self, dtype=None):
         """The flattened real layout of :class:`~skinverse.unrolled.UnrolledRegressor`:
-        ``X`` (n, 2 * n_coils * H * W), ``maps`` (n, 2, n_coils, H, W), ``masks``."""
+        ``X`` (n, 2 * n_coils * H * W), ``maps`` (n, 2, n_coils, H, W), ``masks``.
+        ``dtype`` defaults to the precision of the k-space (float32 for complex64 and
+        float32, float64 otherwise), so predictions keep the input's precision."""
+        if dtype is None:
+            single = self.kspace.dtype in (np.complex64, np.float32, np.float16)
+            dtype = np.float32 if single else np.float64
         n = len(self)
         X = np.concatenate([self.kspace.real.reshape(n, -1), self.kspace.imag.reshape(n, -1)],
                            axis=1).astype(dtype)
