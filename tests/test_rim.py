@@ -395,3 +395,38 @@ def _gaussian_energy(x, X):
 
 def _nan_score(x, X):
     return (X - x) * float("nan")
+
+
+def test_resampled_noise_is_the_next_pairs_residual():
+    """The training loss on a batch equals the loss, without resampling, on observations
+    rebuilt by hand: A y_i + (X_j - A y_j), j the next sample (a permutation of the
+    residuals: no random draw, the noise keeps its distribution)."""
+    blur, observed, signals = _blur_data()
+    rim = RIMRegressor(operator=blur, noise_std=0.05, n_steps=2, hidden_size=8,
+                       max_epochs=1, random_state=0, dtype="float64").fit(observed, signals)
+    assert rim._resamples_noise()
+    data = rim._to_tensors(rim._validate_fit_data(observed, signals, reset=False))
+    clean = blur(data["y"].reshape(-1, 8)).reshape(len(data["y"]), -1)
+    by_hand = {**data, "X": clean + torch.roll(data["X"] - clean, 1, dims=0)}
+    resampled = float(rim._compute_loss(data).detach())
+    rim.set_params(resample_noise=False)
+    assert float(rim._compute_loss(by_hand).detach()) == pytest.approx(resampled, rel=1e-12)
+    assert float(rim._compute_loss(data).detach()) != pytest.approx(resampled, rel=1e-6)
+    with pytest.raises(ValueError, match="resample_noise=True needs an operator"):
+        RIMRegressor(resample_noise=True, n_steps=2, hidden_size=8,
+                     max_epochs=1).fit(observed, signals)
+
+
+def test_validation_score_is_the_best_steps_r2():
+    """Early stopping watches the step predict uses (the best), not the last one."""
+    from sklearn.metrics import r2_score
+
+    blur, observed, signals = _blur_data()
+    rim = RIMRegressor(operator=blur, noise_std=0.05, n_steps=3, hidden_size=8,
+                       max_epochs=2, random_state=0, dtype="float64").fit(observed, signals)
+    data = rim._to_tensors(rim._validate_fit_data(observed, signals, reset=False))
+    trajectory = rim.predict(observed, return_trajectory=True)
+    mean, _, scale = rim._standardization_
+    by_hand = max(r2_score((signals - mean) / scale, (trajectory[:, k] - mean) / scale,
+                           multioutput="variance_weighted") for k in range(3))
+    assert rim._validation_score(data) == pytest.approx(by_hand, rel=1e-10)

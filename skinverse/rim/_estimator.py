@@ -38,7 +38,7 @@ from ._physics import (
 
 
 @doc_defaults(early_stopping="True", tol="1e-5", lr_schedule="'plateau'")
-@fill_doc(max_epochs=200, learning_rate=0.001, n_iter_no_change=20, streams=True)
+@fill_doc(max_epochs=200, learning_rate=0.003, n_iter_no_change=50, streams=True)
 class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
     r"""Recurrent Inference Machine: a learned optimiser for the inverse problem
     :math:`X = F(y) + \text{noise}` (observations ``X``, signals ``y``).
@@ -134,6 +134,18 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         (``fit(None)``).
     n_simulations : int, default=1000
         Pairs simulated per epoch with ``prior_sampler``.
+    resample_noise : {'auto'} or bool, default='auto'
+        Pair each training signal with another pair's noise in every batch:
+        :math:`X_i \leftarrow A y_i + (X_j - A y_j)` with :math:`j` the next sample of the
+        (reshuffled) batch, so that the network never sees the same noise on the same
+        signal twice and cannot memorise it (on 2000 sparse 1-D signals it otherwise
+        fits the training noise and ends no better than the Wiener filter). The noise keeps
+        its own distribution (the residuals are permuted, not redrawn), so a misstated
+        ``noise_std`` does not change it. 'auto': on with an operator and a Gaussian
+        noise level (no ``score_fn``/``energy_fn``, whose noise may depend on the
+        signal) when training on pairs (not ``prior_sampler``, which simulates anyway).
+        Under ``torch.distributed`` each rank pairs within its part of the batch, so a
+        data-parallel fit is not bit-equal to a one-process fit with this on.
     mixed_precision : {'bf16', 'fp16'} or None, default=None
         Run the backbone under ``torch.autocast`` in bfloat16 or float16 (with loss scaling
         on CUDA); the physics, the iterates and the loss stay in ``dtype``. Worth it for
@@ -171,13 +183,19 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
       (``init``; for signals of at most :math:`2^{22}` entries times observations) and its
       updates start at zero (the network's last layer is zero-initialised), so it starts
       at the best linear estimate and learns what the linear estimate misses;
+    * each batch pairs every signal with another pair's noise (``resample_noise``), so
+      the network learns the signals' prior rather than the training noise;
     * training stops on a validation plateau: ``early_stopping=True`` holds out
       ``validation_fraction`` of the pairs, the learning rate is divided by 10 after
-      ``n_iter_no_change // 2`` epochs without a better validation :math:`R^2`
-      (``lr_schedule='plateau'``; ``tol=1e-5`` is small because :math:`R^2` is close
-      to 1 on well-measured problems), training stops after
+      ``n_iter_no_change // 2`` epochs without a better validation :math:`R^2` of the
+      best step (``lr_schedule='plateau'``; ``tol=1e-5`` is small because :math:`R^2`
+      is close to 1 on well-measured problems), training stops after
       ``n_iter_no_change`` such epochs (at most ``max_epochs``), and ``predict`` uses the
-      step with the lowest validation error (``best_step_``).
+      step with the lowest validation error (``best_step_``). Starting at the Wiener
+      estimate, the network first moves away from it before it learns what it misses:
+      ``learning_rate=3e-3`` and ``n_iter_no_change=50`` leave it the epochs to do so
+      (with 1e-3 and 20 it stopped at the Wiener filter on sparse and piecewise-constant
+      signals; ``benchmarks/bench_rim_priors.py``).
 
     See Also
     --------
@@ -231,6 +249,7 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         "warmup_steps": [Interval(Integral, 0, None, closed="left")],
         "prior_sampler": [None, callable],
         "n_simulations": [Interval(Integral, 2, None, closed="left")],
+        "resample_noise": [StrOptions({"auto"}), "boolean"],
         "mixed_precision": [None, StrOptions({"bf16", "fp16"})],
     }
 
@@ -239,10 +258,11 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         input_shape=None, channels=1, backbone="auto", width=32, depth=2, hidden_size=64,
         n_steps=8, step_weights="uniform", init="auto", score_transform="auto",
         standardize="auto", link="identity", ema_decay=None, warmup_steps=0,
-        prior_sampler=None, n_simulations=1000, mixed_precision=None, max_epochs=200,
-        batch_size="auto", learning_rate=1e-3, optimizer="adam", alpha=0.0,
+        prior_sampler=None, n_simulations=1000, resample_noise="auto", mixed_precision=None,
+        max_epochs=200,
+        batch_size="auto", learning_rate=3e-3, optimizer="adam", alpha=0.0,
         lr_schedule="plateau", grad_clip=None, early_stopping=True, validation_fraction=0.1,
-        n_iter_no_change=20, tol=1e-5, warm_start=False,
+        n_iter_no_change=50, tol=1e-5, warm_start=False,
         random_state=None, device="auto", dtype="float32", verbose=0, callbacks=None,
         log_dir=None, checkpoint_dir=None, num_workers=0,
     ):
@@ -267,6 +287,7 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         self.warmup_steps = warmup_steps
         self.prior_sampler = prior_sampler
         self.n_simulations = n_simulations
+        self.resample_noise = resample_noise
         self.mixed_precision = mixed_precision
         super().__init__(**shared_params(locals()))
 
@@ -360,20 +381,35 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
         trajectory = self.module_(observations, self.physics_, extras)
         return trajectory.reshape(X.shape[0], self.n_steps, -1)
 
+    def _resamples_noise(self):
+        if self.resample_noise == "auto":
+            return (self.physics_.linear_gaussian and self.operator is not None
+                    and not getattr(self, "_simulating", False))
+        if self.resample_noise and self.operator is None:
+            raise ValueError("resample_noise=True needs an operator (the noise is X - A y).")
+        return bool(self.resample_noise)
+
     def _compute_loss(self, batch):
+        if self._resamples_noise() and len(batch["X"]) > 1:
+            signals = batch["y"].reshape(-1, *self._signal_shape)
+            clean = self.physics_.operator.forward(signals).reshape(len(signals), -1)
+            noise = batch["X"] - clean
+            batch = {**batch, "X": clean + torch.roll(noise, 1, dims=0)}
         trajectory = self._forward(batch["X"], **split_extras(batch))
         errors = (trajectory - batch["y"][:, None]).pow(2).mean(dim=2) @ self._weights
         weights = batch.get("sample_weight")
         return errors.mean() if weights is None else (weights * errors).mean()
 
     def _validation_score(self, val):
-        """Variance-weighted R² of the last step, batch by batch."""
-        sums = R2Sums()
+        """Variance-weighted R² of the best step (``predict`` uses the best step), batch by
+        batch."""
+        sums = [R2Sums() for _ in range(self.n_steps)]
         with torch.no_grad():
             for batch in self._iter_batches(val, shuffle=False):
-                final = self._forward(batch["X"], **split_extras(batch))[:, -1]
-                sums.add(batch["y"], final)
-        return sums.r2("variance_weighted")
+                trajectory = self._forward(batch["X"], **split_extras(batch))
+                for step, step_sums in enumerate(sums):
+                    step_sums.add(batch["y"], trajectory[:, step])
+        return max(step_sums.r2("variance_weighted") for step_sums in sums)
 
     def _local_batches(self, train):
         """With ``prior_sampler``: fresh pairs every epoch, simulated one batch at a time
