@@ -154,7 +154,7 @@ def test_ema_weights_follow_the_formula():
             self.states.append({k: v.clone() for k, v in estimator.module_.state_dict().items()})
 
     params = dict(operator=blur, noise_std=0.05, n_steps=2, max_epochs=1, batch_size=20,
-                  random_state=0)
+                  random_state=0, early_stopping=False)  # (the trained weights, not the start)
     recorder = Weights()
     RIMRegressor(callbacks=[recorder], **params).fit(observed, signals)
     ema = RIMRegressor(ema_decay=0.75, **params).fit(observed, signals)
@@ -430,3 +430,18 @@ def test_validation_score_is_the_best_steps_r2():
     by_hand = max(r2_score((signals - mean) / scale, (trajectory[:, k] - mean) / scale,
                            multioutput="variance_weighted") for k in range(3))
     assert rim._validation_score(data) == pytest.approx(by_hand, rel=1e-10)
+
+
+def test_a_fit_that_never_beats_its_start_returns_the_start():
+    """The Wiener start is scored as epoch 0: when no trained epoch beats it on validation
+    (a learning rate that only hurts), fit returns it exactly, not epoch 1's worse weights."""
+    blur, observed, signals = _blur_data(n=200)
+    params = dict(operator=blur, noise_std=0.05, n_steps=2, hidden_size=8, random_state=0,
+                  n_iter_no_change=3, max_epochs=6, dtype="float64")
+    start = RIMRegressor(**params, learning_rate=1e-300).fit(observed, signals)
+    hurt = RIMRegressor(**params, learning_rate=0.3, optimizer="sgd").fit(observed, signals)
+    assert hurt.training_state_.component("best").epoch == 0
+    assert hurt.best_validation_score_ == max(hurt.validation_scores_ + [
+        hurt.best_validation_score_])
+    np.testing.assert_allclose(hurt.predict(observed), start.predict(observed), rtol=0,
+                               atol=1e-12)

@@ -500,7 +500,7 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
         reason = state.stop_reason
         if reason == "diverged":
             best = state.component("best")
-            kept = best if best is not None and best.weights is not None \
+            kept = best if best is not None and best.weights is not None and best.epoch \
                 else state.component("guard")
             warn_user(
                 f"Training diverged ({state.extra.get('divergence', 'non-finite weights')}); "

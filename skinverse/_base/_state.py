@@ -239,7 +239,9 @@ class TrainingState:
     def final_weights(self):
         """The weights ``fit`` returns -- the one rule:
 
-        1. with a validation set, the candidate of the best-scoring epoch;
+        1. with a validation set, the candidate of the best-scoring epoch (a method may
+           score its starting weights as epoch 0; they are not returned after a
+           divergence, which goes to rule 3);
         2. after an interrupt, the candidate of the last completed epoch (the weights the
            call started from if none completed);
         3. after a non-finite loss, the last trained weights whose loss was finite and a
@@ -248,7 +250,9 @@ class TrainingState:
         4. otherwise the candidate of the last epoch.
         """
         best, guard = self.component("best"), self.component("guard")
-        if best is not None and best.weights is not None:
+        untrained = best is not None and best.epoch == 0  # the start scored best (RIM)
+        if best is not None and best.weights is not None and not (
+                untrained and self.stop_reason == "diverged"):
             return best.weights
         if self.stop_reason == "interrupted":
             return guard.pending

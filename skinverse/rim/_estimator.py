@@ -424,6 +424,18 @@ class RIMRegressor(RegressorMixin, RIMData, RegressorHead, BaseTorchEstimator):
             rows = min(size, n - start)
             yield shard(self._simulate(rows), rows)
 
+    def _begin_call(self, state, train, val, resumed):
+        """A fresh fit scores its starting point (the initial estimate at every step: the
+        network's last layer starts at zero) as epoch 0: the weights it returns must beat
+        that start on validation, and the patience counts from it."""
+        super()._begin_call(state, train, val, resumed)
+        best = state.component("best")
+        if val is None or resumed or state.n_iter or best is None or best.weights is not None:
+            return
+        score = self._score_candidate(state, val)
+        best.record(state, score)
+        state.best_validation_score = score
+
     def _fit_loop(self, state, train, val, n_epochs, **kwargs):
         super()._fit_loop(state, train, val, n_epochs, **kwargs)
         self._choose_best_step(val if val is not None else train)
