@@ -122,7 +122,8 @@ def test_pickle_and_fixed_lambda(mri):
     X, y, maps, masks = mri
     est = UnrolledRegressor(method="cg-sense", learn_lam=False, max_epochs=1).fit(
         X, y, maps=maps, masks=masks)
-    assert est.optimizer_ is None and est.lam_ == pytest.approx(0.05)
+    assert est.optimizer_ is None and 0.9 < est.operator_norm_ <= 1 + 1e-6  # sum |S|^2 = 1
+    assert est.lam_ == pytest.approx(0.05 * est.operator_norm_**2)  # lam="auto"
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X, maps=maps, masks=masks),
                                   est.predict(X, maps=maps, masks=masks))
@@ -227,6 +228,8 @@ def test_pgd_step_follows_the_operator_norm():
     est = UnrolledRegressor(operator=MatrixOperator(matrix), method="pgd", n_unrolls=3,
                             width=4, depth=1, max_epochs=3, random_state=0).fit(X, y)
     step = torch.nn.functional.softplus(est.module_.raw_step.detach())
+    step = step / est.module_.norm_squared  # learned in units of 1/||A||^2
+    assert est.operator_norm_ == pytest.approx(17, rel=1e-3)
     assert float(step) == pytest.approx(1 / 17**2, rel=0.05)  # initial value, then learned
     assert np.all(np.isfinite(est.loss_curve_)) and est.score(X, y) > 10
 
