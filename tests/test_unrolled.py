@@ -265,3 +265,16 @@ def test_a_real_operator_on_real_images_is_tikhonov_deblurring():
                              loss="ssim+l1", random_state=0, device="cpu").fit(X, images)
     assert modl.predict(X).shape == images.shape and modl.image_shape_ == (8, 8)
     assert np.isfinite(modl.score(X, images))
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (6, 10), (8, 6), (7, 5)])
+def test_multicoil_normal_equals_adjoint_of_forward(shape):
+    """The fused normal operator (centring modulations folded) against A^H(A x)."""
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 3, *shape, generator=generator, dtype=torch.complex128)
+    mask = (torch.rand(2, *shape, generator=generator) > 0.5).double()
+    x = torch.randn(2, *shape, generator=generator, dtype=torch.complex128)
+    op = MultiCoilMRI(image_shape=shape, n_coils=3)
+    torch.testing.assert_close(op.normal(x, maps=maps, mask=mask),
+                               op.adjoint(op.forward(x, maps=maps, mask=mask), maps=maps,
+                                          mask=mask), rtol=1e-12, atol=1e-12)
