@@ -107,3 +107,20 @@ def test_auto_cg_tolerance_is_the_square_root_of_the_dtype_epsilon():
     assert cg_tolerance("auto", torch.float32) == pytest.approx(np.sqrt(np.finfo("f4").eps))
     assert cg_tolerance("auto", torch.float64) == pytest.approx(np.sqrt(np.finfo("f8").eps))
     assert cg_tolerance(1e-3, torch.float32) == 1e-3
+
+
+def test_auto_early_stopping_validates_on_at_least_ten_samples():
+    images = make_textured_images(100, 6, random_state=0).reshape(100, -1)
+    blur = Blur(gaussian_kernel(3, 1.0, ndim=2), (6, 6))
+    X = blur.forward(torch.as_tensor(images, dtype=torch.float32).reshape(-1, 6, 6))
+    X = X.reshape(100, -1).numpy()
+    params = {"operator": blur, "width": 2, "depth": 1, "n_unrolls": 1, "max_epochs": 1,
+              "random_state": 0, "device": "cpu"}
+    big = UnrolledRegressor(**params).fit(X, images)  # 10 % of 100: validates
+    small = UnrolledRegressor(**params).fit(X[:99], images[:99])  # 10 % of 99 rounds to 10
+    smaller = UnrolledRegressor(**params).fit(X[:94], images[:94])  # 9: does not
+    assert len(big.validation_scores_) == 1 and len(small.validation_scores_) == 1
+    assert smaller.validation_scores_ is None
+    forced = UnrolledRegressor(early_stopping=False, **params).fit(X, images)
+    assert forced.validation_scores_ is None
+

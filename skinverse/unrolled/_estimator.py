@@ -14,12 +14,13 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 from .._base import (
     FLOAT_DTYPES,
     BaseTorchEstimator,
+    doc_defaults,
     fill_doc,
     normalized_sample_weight,
     shared_params,
     to_numpy,
 )
-from .._base._sources import LazyRows
+from .._base._sources import LazyPlan, LazyRows
 from ..datasets._container import MultiCoilData, flat_to_images, images_to_flat
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MatrixOperator, MultiCoilMRI
@@ -36,11 +37,23 @@ from ._report import (
 from ._scale import cg_tolerance, lam_parameters, noise_radius, operator_norm_squared
 
 _DENOISERS = {"resnet": ResNetDenoiser, "dncnn": DnCNN, "unet": UNet}
+MIN_VALIDATION = 10  # early_stopping='auto' validates on at least this many samples
 
 
+@doc_defaults(
+    early_stopping="'auto'", lr_schedule="'plateau'",
+    types={"early_stopping": "'auto' or bool"},
+    notes={"early_stopping": (
+        "        'auto': ``True`` when ``validation_fraction`` of the training data holds at\n"
+        "        least 10 samples (the validation score is the PSNR of the held-out\n"
+        "        images), so that a long fit stops when it stops improving; ``False`` for\n"
+        "        smaller data. Otherwise:\n")},
+)
 @fill_doc(max_epochs=50, learning_rate=0.001, streams=True,
-          batch_auto="``min(16, n_samples)`` for images (the activations of every unroll "
-                     "are kept for the backward pass: ~34 MB per 64 x 64 8-coil image), "
+          n_iter_no_change=5,
+          batch_auto="``min(8, n_samples)`` for images (the activations of every unroll "
+                     "are kept for the backward pass: ~58 MB per 64 x 64 image at the "
+                     "default width, so ~0.5 GB a batch), "
                      "``min(200, n_samples)`` with ``operator='lstsq'``")
 class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     r"""Model-based deep reconstruction: a learned denoiser alternating with data
@@ -204,6 +217,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         "depth": [Interval(Integral, 1, None, closed="left")],
         "mixed_precision": [None, StrOptions({"bf16", "fp16"})],
         "loss": [StrOptions(set(LOSSES))],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(
@@ -211,8 +225,9 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         share_weights=True, lam="auto", learn_lam=True, cg_max_iter=10, cg_tol="auto",
         cg_backward="implicit", checkpoint_denoiser=False, admm_iter=5, width=32, depth=4,
         loss="ssim+l1", mixed_precision=None, max_epochs=50, batch_size="auto",
-        learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None,
-        early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+        learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule="plateau",
+        grad_clip=None, early_stopping="auto", validation_fraction=0.1, n_iter_no_change=5,
+        tol=1e-4,
         warm_start=False, random_state=None, device="auto", dtype="float32", verbose=0,
         callbacks=None, log_dir=None, checkpoint_dir=None, num_workers=0,
     ):
@@ -340,6 +355,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             count = 1 if self.share_weights or self.method == "resnet" else self.n_unrolls
             for _ in range(count):
                 denoisers.append(_DENOISERS[self.denoiser](2, self.width, self.depth))
+        n = data.source.n if isinstance(data, LazyPlan) else len(data["X"])
+        self._data_validates = round(self.validation_fraction * n) >= MIN_VALIDATION
         self.epsilon_ = self._noise_radius(data) if self.method == "dbp" else None
         norm_squared = self._operator_norm_squared(data)
         self.operator_norm_ = math.sqrt(norm_squared)
@@ -378,11 +395,12 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return {"cg_iters_": "cg_iterations"}
 
     def _effective_batch_size(self, n):
-        """'auto': 16 images for image reconstruction (activations of every unroll are kept
-        for the backward pass: ~34 MB per 64x64 8-coil image at the default width, so 200
-        images took ~7 GB), ``min(200, n)`` for real data (``operator='lstsq'``)."""
-        if self.batch_size == "auto" and not self._real_data:
-            return min(16, n)
+        """'auto': 8 images for image reconstruction, real (e.g. deblurring) or complex
+        (activations of every unroll are kept for the backward pass: ~58 MB per 64x64
+        image at the default width), ``min(200, n)`` for ``operator='lstsq'``. Real images
+        took the 'lstsq' rule before: 2 steps an epoch on 400 images."""
+        if self.batch_size == "auto" and not isinstance(self.operator, str):
+            return min(8, n)
         return super()._effective_batch_size(n)
 
     @staticmethod
@@ -423,6 +441,11 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             data = self._validate_lazy_batch(train.plan, train.rows[:1])
             return {k: v.to(self.device_) for k, v in self._cpu_tensors(data).items()}
         return {k: v[:1] for k, v in train.items() if v is not None}
+
+    def _validates(self):
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        return getattr(self, "_data_validates", False)
 
     def _may_skip_parameters(self):
         """A learned ``lam`` is unused by the plain denoiser and by gradient steps."""
