@@ -122,7 +122,8 @@ def test_pickle_and_fixed_lambda(mri):
     X, y, maps, masks = mri
     est = UnrolledRegressor(method="cg-sense", learn_lam=False, max_epochs=1).fit(
         X, y, maps=maps, masks=masks)
-    assert est.optimizer_ is None and est.lam_ == pytest.approx(0.05)
+    assert est.optimizer_ is None and 0.9 < est.operator_norm_ <= 1 + 1e-6  # sum |S|^2 = 1
+    assert est.lam_ == pytest.approx(0.05 * est.operator_norm_**2)  # lam="auto"
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X, maps=maps, masks=masks),
                                   est.predict(X, maps=maps, masks=masks))
@@ -227,6 +228,8 @@ def test_pgd_step_follows_the_operator_norm():
     est = UnrolledRegressor(operator=MatrixOperator(matrix), method="pgd", n_unrolls=3,
                             width=4, depth=1, max_epochs=3, random_state=0).fit(X, y)
     step = torch.nn.functional.softplus(est.module_.raw_step.detach())
+    step = step / est.module_.norm_squared  # learned in units of 1/||A||^2
+    assert est.operator_norm_ == pytest.approx(17, rel=1e-3)
     assert float(step) == pytest.approx(1 / 17**2, rel=0.05)  # initial value, then learned
     assert np.all(np.isfinite(est.loss_curve_)) and est.score(X, y) > 10
 
@@ -262,3 +265,16 @@ def test_a_real_operator_on_real_images_is_tikhonov_deblurring():
                              loss="ssim+l1", random_state=0, device="cpu").fit(X, images)
     assert modl.predict(X).shape == images.shape and modl.image_shape_ == (8, 8)
     assert np.isfinite(modl.score(X, images))
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (6, 10), (8, 6), (7, 5)])
+def test_multicoil_normal_equals_adjoint_of_forward(shape):
+    """The fused normal operator (centring modulations folded) against A^H(A x)."""
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 3, *shape, generator=generator, dtype=torch.complex128)
+    mask = (torch.rand(2, *shape, generator=generator) > 0.5).double()
+    x = torch.randn(2, *shape, generator=generator, dtype=torch.complex128)
+    op = MultiCoilMRI(image_shape=shape, n_coils=3)
+    torch.testing.assert_close(op.normal(x, maps=maps, mask=mask),
+                               op.adjoint(op.forward(x, maps=maps, mask=mask), maps=maps,
+                                          mask=mask), rtol=1e-12, atol=1e-12)

@@ -160,5 +160,21 @@ class MultiCoilMRI(LinearOperator):
         maps, mask = self._parts(y, maps, mask)
         return (maps.conj() * ifft2c(y * mask)).sum(dim=1)
 
+    def normal(self, x, maps=None, mask=None):
+        r""":math:`A^H A x = C \odot \sum_c \bar S_c \odot F^{-1}(M \odot F(S_c \odot C
+        \odot x))` for even sizes: the centring modulations :math:`C` of the two k-space
+        sides cancel (:math:`C^2 = 1` and :math:`M` commutes with them) and those of the
+        image side act on the coil-combined image, so an application costs three
+        multiplications of coil size instead of eight (the plain FFTs are not centred).
+        Odd sizes: :math:`A^H(A x)`."""
+        H, W = x.shape[-2:]
+        if H % 2 or W % 2:
+            return self.adjoint(self.forward(x, maps, mask), maps, mask)
+        maps, mask = self._parts(x, maps, mask)
+        board = _checkerboard(H, W, x.device, x.real.dtype)
+        k = torch.fft.fft2(maps * (x * board)[:, None], norm="ortho")
+        k = torch.fft.ifft2(k.mul_(mask), norm="ortho")
+        return (maps.conj() * k).sum(dim=1) * board
+
     def __repr__(self):
         return f"MultiCoilMRI({self.output_shape[0]} coils, {self.input_shape})"

@@ -2,6 +2,7 @@
 unrolled proximal gradient, ResNet) as a scikit-learn estimator."""
 
 import copy
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,54 +14,46 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 from .._base import (
     FLOAT_DTYPES,
     BaseTorchEstimator,
+    doc_defaults,
     fill_doc,
     normalized_sample_weight,
     shared_params,
     to_numpy,
 )
-from .._base._sources import LazyRows
+from .._base._sources import LazyPlan, LazyRows
 from ..datasets._container import MultiCoilData, flat_to_images, images_to_flat
-from ..metrics import psnr, ssim
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MatrixOperator, MultiCoilMRI
 from ._losses import LOSSES, per_sample_loss
 from ._module import RealPartsOperator, UnrolledModule
+from ._report import (
+    complex_images,
+    log_panels,
+    magnitudes,
+    psnr_real,
+    real_parts,
+    weighted_psnr,
+)
+from ._scale import cg_tolerance, lam_parameters, noise_radius, operator_norm_squared
 
 _DENOISERS = {"resnet": ResNetDenoiser, "dncnn": DnCNN, "unet": UNet}
+MIN_VALIDATION = 10  # early_stopping='auto' validates on at least this many samples
 
 
-def _complex(real, shape):
-    """(batch, 2 * prod(shape)) real -> (batch, *shape) complex."""
-    two = real.reshape(real.shape[0], 2, *shape)
-    return torch.complex(two[:, 0], two[:, 1])
-
-
-def _real(z):
-    return torch.stack([z.real, z.imag], dim=1).reshape(z.shape[0], -1)
-
-
-def _weighted_psnr(peak, mse, sample_weight):
-    """Weighted mean of per-sample ``10 log10(peak^2 / mse)``."""
-    peak = np.maximum(np.asarray(peak, dtype=np.float64), 1e-12)
-    mse = np.maximum(np.asarray(mse, dtype=np.float64), 1e-30 * peak**2)
-    return float(np.average(10 * np.log10(peak**2 / mse), weights=sample_weight))
-
-
-def _psnr_real(truth, pred, sample_weight):
-    """One PSNR over the set: the range of ``y`` against the weighted mean squared error."""
-    truth, pred = truth.reshape(len(truth), -1), pred.reshape(len(truth), -1)
-    mse = np.average(((pred - truth) ** 2).mean(axis=1), weights=sample_weight)
-    return _weighted_psnr([truth.max() - truth.min()], [mse], None)
-
-
-def _magnitudes(flat, image_shape):
-    two = np.asarray(flat).reshape(len(flat), 2, -1)
-    return np.sqrt(two[:, 0] ** 2 + two[:, 1] ** 2)
-
-
+@doc_defaults(
+    early_stopping="'auto'", lr_schedule="'plateau'",
+    types={"early_stopping": "'auto' or bool"},
+    notes={"early_stopping": (
+        "        'auto': ``True`` when ``validation_fraction`` of the training data holds at\n"
+        "        least 10 samples (the validation score is the PSNR of the held-out\n"
+        "        images), so that a long fit stops when it stops improving; ``False`` for\n"
+        "        smaller data. Otherwise:\n")},
+)
 @fill_doc(max_epochs=50, learning_rate=0.001, streams=True,
-          batch_auto="``min(16, n_samples)`` for images (the activations of every unroll "
-                     "are kept for the backward pass: ~34 MB per 64 x 64 8-coil image), "
+          n_iter_no_change=5,
+          batch_auto="``min(8, n_samples)`` for images (the activations of every unroll "
+                     "are kept for the backward pass: ~58 MB per 64 x 64 image at the "
+                     "default width, so ~0.5 GB a batch), "
                      "``min(200, n_samples)`` with ``operator='lstsq'``")
 class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     r"""Model-based deep reconstruction: a learned denoiser alternating with data
@@ -69,7 +62,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     .. math::
 
         \text{MoDL:}\quad x_{k+1} = (A^H A + \lambda I)^{-1}\big(A^H y + \lambda
-        D_\theta(x_k)\big), \qquad x_0 = A^H y,
+        D_\theta(x_k)\big), \qquad x_0 = A^H y / \|A\|^2,
 
     the inverse by conjugate gradients (differentiated through its iterations). Other
     ``method`` values: 'cg-sense' (:math:`(A^H A + \lambda I)^{-1} A^H y` with a learnable
@@ -110,7 +103,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         The reconstruction (formulas above): MoDL alternates the denoiser with an exact
         data-consistency solve; CG-SENSE is the classical baseline (only :math:`\lambda`
         is learned); 'dbp' constrains the data error to the noise radius; 'pgd' takes
-        gradient steps of :math:`1/\|A\|^2` between denoisers; 'resnet' denoises the
+        gradient steps (learned, starting at :math:`1/\|A\|^2`) between denoisers; 'resnet' denoises the
         adjoint image once, with no physics after it.
     denoiser : {'resnet', 'dncnn', 'unet'}, default='resnet'
         The network :math:`D_\theta` (real and imaginary parts as two channels): residual
@@ -119,14 +112,28 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         Iterations of the unrolled scheme (denoiser + data consistency).
     share_weights : bool, default=True
         One denoiser for every unroll (MoDL) or one per unroll.
-    lam : float, default=0.05
-        Initial :math:`\lambda` (data-consistency weight; ADMM penalty for 'dbp').
+    lam : 'auto' or float, default='auto'
+        Initial :math:`\lambda` (data-consistency weight; ADMM penalty :math:`\rho` for
+        'dbp'). ``'auto'`` derives it from the operator so that the balance of data term
+        and prior does not change when the operator is scaled: :math:`\lambda = 0.05\,
+        \|A\|^2` (:math:`\rho = 0.05 / \|A\|^2` for 'dbp'), where :math:`\|A\|^2`, the
+        largest eigenvalue of :math:`A^H A`, is computed once per operator by power
+        iteration and cached (for an operator with per-sample maps or masks: the median
+        over the first 8 training samples). For multi-coil MRI with an orthonormal FFT and
+        :math:`\sum_c |S_c|^2 = 1`, :math:`\|A\| \approx 1` and ``'auto'`` is about 0.05.
+        A learned :math:`\lambda` then moves in units of :math:`\|A\|^2`. A number is
+        used as it is. Whatever ``lam``, the scheme starts from :math:`A^H y / \|A\|^2`
+        and 'pgd' steps by :math:`1 / \|A\|^2`, so that scaling the operator and ``X``
+        by :math:`c` leaves the reconstruction unchanged.
     learn_lam : bool, default=True
         Learn :math:`\lambda` with the network (kept positive); ``False`` keeps ``lam``.
     cg_max_iter : int, default=10
         Conjugate-gradient iterations per data-consistency solve (at most).
-    cg_tol : float, default=1e-6
-        Relative residual at which a sample's conjugate gradients stop.
+    cg_tol : 'auto' or float, default='auto'
+        Relative residual :math:`\|r\| / \|b\|` at which a sample's conjugate gradients
+        stop (relative, so free of the operator's scale). ``'auto'`` is
+        :math:`\sqrt{\varepsilon}` of ``dtype``: 3.5e-4 in float32, 1.5e-8 in float64
+        (below it the float32 residual is rounding noise, not progress).
     cg_backward : {'implicit', 'unrolled'}, default='implicit'
         Gradient of the data-consistency solves: 'implicit' runs one more CG solve of
         :math:`(A^H A + \lambda I)` in the backward pass (training memory flat in
@@ -159,7 +166,11 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     Attributes
     ----------
     lam_ : float
-        The learned (or fixed) :math:`\lambda`.
+        The learned (or fixed) :math:`\lambda` (:math:`\rho` for 'dbp'), in the units
+        of the operator.
+    operator_norm_ : float
+        :math:`\|A\|`, from which ``lam='auto'``, the start and the 'pgd' step are
+        derived.
     cg_iters_ : list of float
         Mean conjugate-gradient iterations per solve, per epoch.
     image_shape_ : tuple
@@ -195,10 +206,10 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         "denoiser": [StrOptions(set(_DENOISERS))],
         "n_unrolls": [Interval(Integral, 1, None, closed="left")],
         "share_weights": ["boolean"],
-        "lam": [Interval(Real, 0, None, closed="neither")],
+        "lam": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "learn_lam": ["boolean"],
         "cg_max_iter": [Interval(Integral, 1, None, closed="left")],
-        "cg_tol": [Interval(Real, 0, None, closed="left")],
+        "cg_tol": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "admm_iter": [Interval(Integral, 1, None, closed="left")],
         "cg_backward": [StrOptions({"implicit", "unrolled"})],
         "checkpoint_denoiser": ["boolean"],
@@ -206,15 +217,17 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         "depth": [Interval(Integral, 1, None, closed="left")],
         "mixed_precision": [None, StrOptions({"bf16", "fp16"})],
         "loss": [StrOptions(set(LOSSES))],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(
         self, *, operator=None, method="modl", denoiser="resnet", n_unrolls=5,
-        share_weights=True, lam=0.05, learn_lam=True, cg_max_iter=10, cg_tol=1e-6,
+        share_weights=True, lam="auto", learn_lam=True, cg_max_iter=10, cg_tol="auto",
         cg_backward="implicit", checkpoint_denoiser=False, admm_iter=5, width=32, depth=4,
         loss="ssim+l1", mixed_precision=None, max_epochs=50, batch_size="auto",
-        learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule=None, grad_clip=None,
-        early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+        learning_rate=1e-3, optimizer="adam", alpha=0.0, lr_schedule="plateau",
+        grad_clip=None, early_stopping="auto", validation_fraction=0.1, n_iter_no_change=5,
+        tol=1e-4,
         warm_start=False, random_state=None, device="auto", dtype="float32", verbose=0,
         callbacks=None, log_dir=None, checkpoint_dir=None, num_workers=0,
     ):
@@ -342,52 +355,36 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             count = 1 if self.share_weights or self.method == "resnet" else self.n_unrolls
             for _ in range(count):
                 denoisers.append(_DENOISERS[self.denoiser](2, self.width, self.depth))
+        n = data.source.n if isinstance(data, LazyPlan) else len(data["X"])
+        self._data_validates = round(self.validation_fraction * n) >= MIN_VALIDATION
         self.epsilon_ = self._noise_radius(data) if self.method == "dbp" else None
-        step = self._gradient_step()
-        module = UnrolledModule(self.method, denoisers, self.n_unrolls, self.lam,
-                                self.learn_lam, self.cg_max_iter, self.cg_tol, self.admm_iter,
-                                self.epsilon_, step)
+        norm_squared = self._operator_norm_squared(data)
+        self.operator_norm_ = math.sqrt(norm_squared)
+        lam, scale = lam_parameters(self.lam, self.method, norm_squared)
+        module = UnrolledModule(self.method, denoisers, self.n_unrolls, lam, self.learn_lam,
+                                self.cg_max_iter, cg_tolerance(self.cg_tol, self._torch_dtype),
+                                self.admm_iter, self.epsilon_, lam_scale=scale,
+                                norm_squared=norm_squared)
         module.autocast_dtype = {None: None, "bf16": torch.bfloat16,
                                  "fp16": torch.float16}[self.mixed_precision]
         module.cg_backward = self.cg_backward
         module.checkpoint_denoiser = self.checkpoint_denoiser
         return module
 
-    def _gradient_step(self):
-        r"""'pgd' step :math:`1/\|A\|^2` (stable for any scale of the operator; the norm is
-        computed once per operator and cached). The default multi-coil operator has
-        :math:`\|A\| \le 1` with normalised maps; an operator that needs per-sample
-        arguments to apply keeps a step of 1."""
-        if self.operator is None and not self._real_data:
-            return 1.0
-        try:
-            norm = self.operator_.norm(n_iter=50)
-        except (TypeError, ValueError, RuntimeError):  # needs per-sample maps or masks
-            return 1.0
-        return 1.0 / max(norm, 1e-12) ** 2
+    def _operator_norm_squared(self, data):
+        return operator_norm_squared(self, data)
 
     def _to_complex(self, flat, shape):
         if self._real_data:
             return flat.reshape(flat.shape[0], *shape).to(
                 torch.complex128 if flat.dtype == torch.float64 else torch.complex64)
-        return _complex(flat, shape)
+        return complex_images(flat, shape)
 
     def _to_real(self, images):
-        return images.real.reshape(images.shape[0], -1) if self._real_data else _real(images)
+        return images.real.reshape(images.shape[0], -1) if self._real_data else real_parts(images)
 
     def _noise_radius(self, data):
-        """Mean norm of the measured noise ``||A x - y||`` over the training pairs (read
-        in chunks, in memory or lazy alike)."""
-        operator = copy.deepcopy(self.operator_).to(self.device_, torch.float64)
-        norms = []
-        for _, chunk in self._validated_chunks(data):
-            tensors = super()._to_tensors({k: v for k, v in chunk.items() if v is not None})
-            with torch.no_grad():
-                images = self._to_complex(tensors["y"].double(), self.image_shape_)
-                kspace = self._to_complex(tensors["X"].double(), self._kspace_shape)
-                residual = operator.forward(images, **self._params(tensors)) - kspace
-            norms.append(residual.abs().pow(2).reshape(len(images), -1).sum(dim=1).sqrt())
-        return float(torch.cat(norms).mean())
+        return noise_radius(self, data)
 
     def _initialize(self, data):
         state = super()._initialize(data)
@@ -398,11 +395,12 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return {"cg_iters_": "cg_iterations"}
 
     def _effective_batch_size(self, n):
-        """'auto': 16 images for image reconstruction (activations of every unroll are kept
-        for the backward pass: ~34 MB per 64x64 8-coil image at the default width, so 200
-        images took ~7 GB), ``min(200, n)`` for real data (``operator='lstsq'``)."""
-        if self.batch_size == "auto" and not self._real_data:
-            return min(16, n)
+        """'auto': 8 images for image reconstruction, real (e.g. deblurring) or complex
+        (activations of every unroll are kept for the backward pass: ~58 MB per 64x64
+        image at the default width), ``min(200, n)`` for ``operator='lstsq'``. Real images
+        took the 'lstsq' rule before: 2 steps an epoch on 400 images."""
+        if self.batch_size == "auto" and not isinstance(self.operator, str):
+            return min(8, n)
         return super()._effective_batch_size(n)
 
     @staticmethod
@@ -444,6 +442,11 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             return {k: v.to(self.device_) for k, v in self._cpu_tensors(data).items()}
         return {k: v[:1] for k, v in train.items() if v is not None}
 
+    def _validates(self):
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        return getattr(self, "_data_validates", False)
+
     def _may_skip_parameters(self):
         """A learned ``lam`` is unused by the plain denoiser and by gradient steps."""
         return self.method in ("resnet", "pgd") and self.learn_lam
@@ -464,19 +467,19 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             for batch in self._iter_batches(val, shuffle=False):
                 pred = to_numpy(self._forward(batch["X"], batch.get("maps"),
                                               batch.get("masks")))
-                ref = _magnitudes(to_numpy(batch["y"]), self.image_shape_)
-                est = _magnitudes(pred, self.image_shape_)
+                ref = magnitudes(to_numpy(batch["y"]))
+                est = magnitudes(pred)
                 peaks.append(ref.max(axis=1))
                 errors.append(((est - ref) ** 2).mean(axis=1))
-        return _weighted_psnr(np.concatenate(peaks), np.concatenate(errors), None)
+        return weighted_psnr(np.concatenate(peaks), np.concatenate(errors), None)
 
     def _psnr(self, truth, pred, sample_weight=None):
         """PSNR of :meth:`score` (the docstring there gives the formula)."""
         if self._real_data:
-            return _psnr_real(truth, np.asarray(pred, dtype=np.float64), sample_weight)
-        ref = _magnitudes(truth, self.image_shape_)
-        est = _magnitudes(pred, self.image_shape_)
-        return _weighted_psnr(ref.max(axis=1), ((est - ref) ** 2).mean(axis=1), sample_weight)
+            return psnr_real(truth, np.asarray(pred, dtype=np.float64), sample_weight)
+        ref = magnitudes(truth)
+        est = magnitudes(pred)
+        return weighted_psnr(ref.max(axis=1), ((est - ref) ** 2).mean(axis=1), sample_weight)
 
     def _fit(self, X, y, **kwargs):
         super()._fit(X, y, **kwargs)
@@ -575,31 +578,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return self._psnr(np.asarray(y, dtype=np.float64), pred, sample_weight)
 
     def _log_to_tensorboard(self, writer, epoch):
-        """lam, CG iterations and image panels of one training example."""
-        writer.add_scalar("lam", float(self.module_.lam.detach()), epoch)
-        writer.add_scalar("cg_iterations", self.cg_iters_[-1], epoch)
-        sample = self._monitor or {}
-        if not sample:
-            return
-        with torch.no_grad():
-            pred = self._forward(sample["X"], sample.get("maps"), sample.get("masks"))
-            kspace = _complex(sample["X"], self._kspace_shape)
-            zero_filled = self.operator_.adjoint(kspace, **self._params(sample))
-        shape = self.image_shape_
-        panels = {
-            "zero_filled": zero_filled.abs()[0],
-            "prediction": _complex(pred, shape).abs()[0],
-            "ground_truth": _complex(sample["y"], shape).abs()[0],
-        }
-        panels["error"] = (panels["prediction"] - panels["ground_truth"]).abs()
-        truth = to_numpy(panels["ground_truth"]).reshape(1, -1)
-        guess = to_numpy(panels["prediction"]).reshape(1, -1)
-        writer.add_scalar("psnr/train_example", psnr(truth, guess), epoch)
-        if len(shape) == 2:
-            writer.add_scalar("ssim/train_example", ssim(truth, guess, image_shape=shape), epoch)
-        for name, image in panels.items():
-            image = image / image.max().clamp_min(1e-12)
-            writer.add_image(f"images/{name}", image[None].float().cpu(), epoch)
+        log_panels(self, writer, epoch)
 
     def __getstate__(self):
         state = super().__getstate__()

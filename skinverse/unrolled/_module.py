@@ -8,7 +8,12 @@ conjugate gradients (DeepInPy's System, Model and Optimisation blocks).
   :math:`\|A x - y\| \le \epsilon`, by ADMM;
 * ``'resnet'``: :math:`x = D(A^H y)`.
 
-:math:`\lambda` and :math:`\eta` are kept positive by a softplus. The conjugate-gradient
+:math:`\lambda` and :math:`\eta` are kept positive by a softplus; :math:`\lambda` is
+``lam_scale * softplus(raw_lam)`` (the penalty :math:`\rho` of 'dbp' is
+``softplus(raw_lam) / lam_scale``), with ``lam_scale`` :math:`= \|A\|^2` for
+``lam='auto'``; the start is :math:`x_0 = A^H y / \|A\|^2` and the 'pgd' step
+:math:`\eta = \mathrm{softplus}(\theta) / \|A\|^2`, so that the reconstruction does not
+change when the operator and the data are scaled together (see ``_scale``). The conjugate-gradient
 solves of :math:`(A^H A + \lambda I) x = b` are differentiated implicitly by default (a
 second CG solve in the backward pass, so training memory does not grow with
 ``cg_max_iter``: :func:`~skinverse.operators._base.conjugate_gradient_implicit`);
@@ -34,9 +39,16 @@ class UnrolledModule(nn.Module):
     """See the module docstring. ``denoisers`` holds one network (shared weights) or one per
     unroll; it is empty for 'cg-sense'."""
 
+    #: lambda = lam_scale * softplus(raw_lam), and ||A||^2, which scales the start
+    #: A^H y and the 'pgd' step; class attributes so that modules pickled before they
+    #: existed still load (with 1).
+    lam_scale = 1.0
+    norm_squared = 1.0
+
     def __init__(self, method, denoisers, n_unrolls, lam, learn_lam, cg_max_iter, cg_tol,
-                 admm_iter=5, epsilon=None, step=1.0):
+                 admm_iter=5, epsilon=None, step=1.0, lam_scale=1.0, norm_squared=1.0):
         super().__init__()
+        self.lam_scale, self.norm_squared = float(lam_scale), float(norm_squared)
         self.method, self.denoisers, self.n_unrolls = method, denoisers, n_unrolls
         self.cg_max_iter, self.cg_tol, self.admm_iter = cg_max_iter, cg_tol, admm_iter
         raw = torch.tensor(_softplus_inverse(lam))
@@ -59,13 +71,18 @@ class UnrolledModule(nn.Module):
 
     @property
     def lam(self):
-        return F.softplus(self.raw_lam)
+        """The data-consistency weight (the ADMM penalty for 'dbp'), in the operator's
+        units."""
+        lam = F.softplus(self.raw_lam)
+        return lam / self.lam_scale if self.method == "dbp" else lam * self.lam_scale
 
     def _denoise(self, k, x):
         net = self.denoisers[0 if len(self.denoisers) == 1 else k]
         flat = x.dim() == 2  # 1-D signals: a 1 x d image
         image = x[:, None] if flat else x
-        inputs = torch.stack([image.real, image.imag], dim=1)
+        # channels-last: oneDNN's convolutions run ~20 % faster on the CPU in that layout
+        inputs = torch.stack([image.real, image.imag], dim=1).contiguous(
+            memory_format=torch.channels_last)
         if self.autocast_dtype is None:
             out = self._run(net, inputs)
         else:  # the denoiser in low precision; data consistency stays in full precision
@@ -101,18 +118,18 @@ class UnrolledModule(nn.Module):
     def forward(self, y, operator, params):
         adjoint = operator.adjoint(y, **params)
         lam = self.lam
+        x = adjoint / self.norm_squared if self.norm_squared != 1.0 else adjoint
         if self.method == "resnet":
-            return self._denoise(0, adjoint)
+            return self._denoise(0, x)
         if self.method == "cg-sense":
             return self._solve(operator, adjoint, lam, None, params)
-        x = adjoint
+        step = F.softplus(self.raw_step) / self.norm_squared if self.method == "pgd" else None
         for k in range(self.n_unrolls):
             if self.method == "modl":
                 x = self._solve(operator, adjoint + lam * self._denoise(k, x), lam, x, params)
             elif self.method == "pgd":
                 residual = operator.forward(x, **params) - y
-                x = self._denoise(k, x - F.softplus(self.raw_step) * operator.adjoint(residual,
-                                                                                       **params))
+                x = self._denoise(k, x - step * operator.adjoint(residual, **params))
             else:  # dbp
                 x = self._basis_pursuit(self._denoise(k, x), y, operator, params, lam)
         return x

@@ -1,0 +1,67 @@
+"""Layout conversions, PSNR of the reconstructions and TensorBoard panels of
+:class:`~skinverse.unrolled.UnrolledRegressor`."""
+
+import numpy as np
+import torch
+
+from .._base import to_numpy
+from ..metrics import psnr, ssim
+
+
+def complex_images(real, shape):
+    """(batch, 2 * prod(shape)) real -> (batch, *shape) complex."""
+    two = real.reshape(real.shape[0], 2, *shape)
+    return torch.complex(two[:, 0], two[:, 1])
+
+
+def real_parts(z):
+    """(batch, *shape) complex -> (batch, 2 * prod(shape)) real, real parts first."""
+    return torch.stack([z.real, z.imag], dim=1).reshape(z.shape[0], -1)
+
+
+def weighted_psnr(peak, mse, sample_weight):
+    """Weighted mean of per-sample ``10 log10(peak^2 / mse)``."""
+    peak = np.maximum(np.asarray(peak, dtype=np.float64), 1e-12)
+    mse = np.maximum(np.asarray(mse, dtype=np.float64), 1e-30 * peak**2)
+    return float(np.average(10 * np.log10(peak**2 / mse), weights=sample_weight))
+
+
+def psnr_real(truth, pred, sample_weight):
+    """One PSNR over the set: the range of ``y`` against the weighted mean squared error."""
+    truth, pred = truth.reshape(len(truth), -1), pred.reshape(len(truth), -1)
+    mse = np.average(((pred - truth) ** 2).mean(axis=1), weights=sample_weight)
+    return weighted_psnr([truth.max() - truth.min()], [mse], None)
+
+
+def magnitudes(flat):
+    """Magnitudes of flat (n, 2 * d) real-and-imaginary rows."""
+    two = np.asarray(flat).reshape(len(flat), 2, -1)
+    return np.sqrt(two[:, 0] ** 2 + two[:, 1] ** 2)
+
+
+def log_panels(est, writer, epoch):
+    """lam, CG iterations and image panels of one training example."""
+    writer.add_scalar("lam", float(est.module_.lam.detach()), epoch)
+    writer.add_scalar("cg_iterations", est.cg_iters_[-1], epoch)
+    sample = est._monitor or {}
+    if not sample:
+        return
+    with torch.no_grad():
+        pred = est._forward(sample["X"], sample.get("maps"), sample.get("masks"))
+        kspace = complex_images(sample["X"], est._kspace_shape)
+        zero_filled = est.operator_.adjoint(kspace, **est._params(sample))
+    shape = est.image_shape_
+    panels = {
+        "zero_filled": zero_filled.abs()[0],
+        "prediction": complex_images(pred, shape).abs()[0],
+        "ground_truth": complex_images(sample["y"], shape).abs()[0],
+    }
+    panels["error"] = (panels["prediction"] - panels["ground_truth"]).abs()
+    truth = to_numpy(panels["ground_truth"]).reshape(1, -1)
+    guess = to_numpy(panels["prediction"]).reshape(1, -1)
+    writer.add_scalar("psnr/train_example", psnr(truth, guess), epoch)
+    if len(shape) == 2:
+        writer.add_scalar("ssim/train_example", ssim(truth, guess, image_shape=shape), epoch)
+    for name, image in panels.items():
+        image = image / image.max().clamp_min(1e-12)
+        writer.add_image(f"images/{name}", image[None].float().cpu(), epoch)
