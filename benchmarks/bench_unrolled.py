@@ -130,6 +130,7 @@ def main(argv=None):
             method="modl", n_unrolls=args.unrolls, cg_max_iter=8, width=32, depth=4,
             lam=best_lam, max_epochs=args.epochs, batch_size=8,
             learning_rate=args.learning_rate, lr_schedule="cosine", loss=loss,
+            early_stopping=False,  # a fixed cosine budget: its low-rate tail is the point
             random_state=0, device=args.device), train)
         rows[f"MoDL (loss={loss})"] = quality(
             test[1], modl.predict(test[0], maps=test[2], masks=test[3]))

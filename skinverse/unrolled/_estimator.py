@@ -199,6 +199,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     True
     """
 
+    _model_params = (*BaseTorchEstimator._model_params, "operator", "method", "denoiser",
+                     "n_unrolls", "share_weights", "width", "depth")
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
         "operator": [None, StrOptions({"lstsq"}), HasMethods(["forward", "adjoint"])],
@@ -556,8 +558,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
         .. math::
 
-            \mathrm{PSNR}_i = 10 \log_{10} rac{\max_j |x_{ij}|^2}
-            {rac1d \sum_j (|\hat x_{ij}| - |x_{ij}|)^2},
+            \mathrm{PSNR}_i = 10 \log_{10} \frac{\max_j |x_{ij}|^2}
+            {\frac1d \sum_j (|\hat x_{ij}| - |x_{ij}|)^2},
 
         averaged over samples with ``sample_weight``. For real data
         (``operator='lstsq'``), one PSNR over the set: the range of ``y`` (its maximum
