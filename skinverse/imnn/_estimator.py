@@ -83,7 +83,9 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _FisherSteps, BaseTorchEs
     n_s : int, default=1000
         Fiducial simulations per step (simulator mode).
     n_d : int, default=1000
-        Derivative simulations per step (simulator mode); at most ``n_s``.
+        Derivative simulations per step (simulator mode); at most ``n_s``. With
+        autograd derivatives they are the first ``n_d`` of the ``n_s`` fiducial
+        simulations (as in Charnock et al.), so a step simulates ``n_s`` data sets.
     n_summaries : int or None, default=None
         Number of summaries; ``None`` means ``n_params``.
     delta_theta : float, array-like or None, default=None
@@ -350,7 +352,7 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _FisherSteps, BaseTorchEs
 
     def _validation_score(self, val):
         with torch.no_grad():
-            t, dt = self._summaries(val)
+            t, dt = self._summaries(val, cache=True)
             _, record = imnn_loss(self._statistics(t, dt, val), self.lam, self.epsilon)
         for key in _RECORDS:
             self.history_[f"val_{key}"].append(record[key])

@@ -156,14 +156,23 @@ class _FisherInputs:
         return len(tensors["X"]) if "X" in tensors else self.n_s
 
     def _simulate(self, generator):
+        """Fresh simulations: with autograd derivatives, the ``n_d`` derivative
+        simulations are the first of the ``n_s`` fiducial ones (as in Charnock et al.);
+        with ``delta_theta``, ``n_s`` fiducial simulations and ``n_d`` seed-matched pairs."""
         theta = torch.as_tensor(self.theta_fid_, dtype=self._torch_dtype)
-        x = simulate_fiducial(self.simulator, theta[None], self.n_s, generator)
-        x_d, dx = simulate_derivatives(self.simulator, theta[None], self.n_d, generator,
-                                       self.delta_theta)
         if self.delta_theta is None:
+            x_d, dx = simulate_derivatives(self.simulator, theta[None], self.n_d, generator)
+            parts = [x_d.reshape(self.n_d, -1)]
+            if self.n_s > self.n_d:
+                parts.append(simulate_fiducial(self.simulator, theta[None],
+                                               self.n_s - self.n_d, generator)
+                             .reshape(self.n_s - self.n_d, -1))
             data = {"mode": "gradient", "derivatives": dx.reshape(self.n_d, -1, dx.shape[-1]),
-                    "X": x.reshape(self.n_s, -1), "X_d": x_d.reshape(self.n_d, -1)}
+                    "X": torch.cat(parts)}
         else:
+            x = simulate_fiducial(self.simulator, theta[None], self.n_s, generator)
+            _, dx = simulate_derivatives(self.simulator, theta[None], self.n_d, generator,
+                                         self.delta_theta)
             data = {"mode": "pairs", "X": x.reshape(self.n_s, -1),
                     "derivatives": dx.reshape(self.n_d, 2, dx.shape[2], -1)}
         data = {k: v.to(self.device_) if isinstance(v, torch.Tensor) else v
