@@ -21,7 +21,8 @@ Rows:
   ``--peer-python`` (an interpreter with imnn 0.3.2 and jax) in a child process, when
   given: its fit time includes the XLA compilation, as a user pays it.
 
-Reported per fit: process CPU seconds of ``fit`` (``time.process_time``; one thread, so a
+After one untimed tiny fit of each torch row (the one-time imports), reported per
+fit: process CPU seconds of ``fit`` (``time.process_time``; one thread, so a
 machine shared with other jobs disturbs it far less than the wall time, also reported),
 steps, and det F of the fitted summaries on fresh simulations (mean of 3 sets of 5000,
 the same sets for the torch rows) over the analytic value. The time ratio is
@@ -269,6 +270,10 @@ def main(argv=None):
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    warm = PROBLEMS[args.problems[0]]()  # pay the one-time imports before any timed fit
+    fit_reference(warm, 0, n_s=50, n_d=50, min_iterations=1, patience=1, max_iterations=2)
+    _timed(IMNNTransformer(simulator=warm.simulator, theta_fid=warm.theta_fid, n_s=50,
+                           n_d=50, max_epochs=2, random_state=0).fit)
     rows = []
     for seed in args.seeds:
         for name in args.problems:

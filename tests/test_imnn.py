@@ -312,3 +312,30 @@ def test_grid_search_over_a_pipeline():
     search = GridSearchCV(pipe, {"imnntransformer__max_epochs": [1, 200]}, cv=3).fit(X, y)
     assert search.best_params_ == {"imnntransformer__max_epochs": 200}  # training helps
     assert search.best_score_ > 0.05  # the optimum R^2 here is 0.45 (prior var 1/12, noise 1/10)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "deepsets"])
+def test_closed_form_readout_is_the_fisher_optimal_whitened_layer(architecture):
+    """The last layer solved on a set of simulations reaches, on that set, the Fisher
+    information of the ridge-regularised optimal combination of the features,
+    W = (C_h + r I)^-1 dmu_h, with unit covariance; the polish after fit never lowers the
+    validation det F."""
+    problem = gaussian_mean_variance_problem(n_data=6)
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
+                           n_s=300, n_d=300, architecture=architecture, max_epochs=5,
+                           random_state=0, dtype="float64").fit()
+    data = imnn._simulate(torch.Generator().manual_seed(2))
+    h, dh = imnn._features(data)
+    cov = torch.cov(h.T)
+    ridge = 1e-6 * torch.trace(cov) / len(cov) * torch.eye(len(cov), dtype=cov.dtype)
+    weight = torch.linalg.solve(cov + ridge, dh)  # (width, n_params)
+    best = (weight.T @ dh).T @ torch.linalg.solve(weight.T @ cov @ weight, weight.T @ dh)
+    imnn._init_readout(data, ridge=1e-6)
+    stats = imnn._statistics(*imnn._summaries(data), data)
+    torch.testing.assert_close(stats["fisher"], best, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(stats["covariance"], torch.eye(2, dtype=torch.float64),
+                               rtol=1e-6, atol=1e-8)
+    val = imnn._simulate(torch.Generator().manual_seed(3))
+    before = imnn._validation_logdet(val)
+    imnn._polish_readout(val)
+    assert imnn._validation_logdet(val) >= before

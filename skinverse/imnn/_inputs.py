@@ -1,15 +1,20 @@
 """Where the IMNN's simulations come from: validation of ``fit``'s data (a simulator,
 fiducial simulations with derivatives, or simulations at varied parameters), the choice of
-the default network and the input standardisation they imply, tensors, the validation
-split and fresh simulations."""
+the default network (and building it) and the input standardisation they imply,
+tensors, the validation split and fresh simulations."""
+
+import copy
+import math
 
 import numpy as np
 import torch
 from sklearn.utils.validation import validate_data
 
 from .._base import FLOAT_DTYPES, make_generator, to_numpy
-from ._data import check_derivatives, split_simulations
+from ..nn import MLP
+from ._data import check_derivatives, enough_to_validate, split_simulations
 from ._networks import (
+    ElementwiseSum,
     data_quantiles,
     element_knots,
     looks_iid,
@@ -179,3 +184,41 @@ class _FisherInputs:
                 for k, v in data.items()}
         data["theta"] = theta.to(self.device_)
         return data
+
+    # ------------------------------------------------------------------ network
+    def _build_module(self, data):
+        self.theta_fid_ = np.asarray(data["theta"], dtype=np.float64)
+        self.n_params_ = len(self.theta_fid_)
+        self._delta = None
+        if data["mode"] in ("pairs", "simulator") and self.delta_theta is not None:
+            self._delta = torch.as_tensor(np.broadcast_to(
+                np.asarray(self.delta_theta, dtype=np.float64), (self.n_params_,)).copy())
+        elif data["mode"] == "pairs":
+            raise ValueError("Finite-difference pairs need delta_theta (the half-step).")
+        n_summaries = self.n_summaries or self.n_params_
+        if n_summaries < self.n_params_:
+            raise ValueError(f"n_summaries={n_summaries} must be at least n_params="
+                             f"{self.n_params_}.")
+        self.n_summaries_ = n_summaries
+        self._data_validates = enough_to_validate(data, self.n_summaries_,
+                                                  self.validation_fraction)
+        if self.model is not None:
+            return copy.deepcopy(self.model)
+        if self.architecture_ == "deepsets":
+            return ElementwiseSum(n_summaries, self._hidden_sizes(), self._knots,
+                                  self._quantiles)
+        return MLP(self.n_features_in_, self._hidden_sizes(), n_summaries, activation="silu")
+
+    def _validates(self):
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        return getattr(self, "_data_validates", True)
+
+    def _hidden_sizes(self):
+        """``hidden_layer_sizes``, with 'auto' resolved (see its documentation)."""
+        if self.hidden_layer_sizes != "auto":
+            return self.hidden_layer_sizes
+        if self.architecture_ == "deepsets":
+            return (32,)
+        wanted = 8 * (self.n_features_in_ + self.n_params_)
+        return (int(min(512, max(64, 2 ** math.ceil(math.log2(wanted))))),)

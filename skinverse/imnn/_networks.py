@@ -101,7 +101,7 @@ class ElementwiseSum(nn.Module):
 
     def interpolates(self):
         """True when :math:`g` is tabulated on knots (and :meth:`locate` applies)."""
-        return len(self.knots) >= 2 and isinstance(self.out, nn.Linear)
+        return len(self.knots) >= 2
 
     def locate(self, x):
         """Knot interval of every entry of ``x`` (n, N): ``(left, fraction, 1/width)``,
@@ -123,13 +123,17 @@ class ElementwiseSum(nn.Module):
         :math:`\partial t/\partial\theta = \sum_i g'(x_i)\,\partial x_i/\partial\theta
         / \sqrt N` with :math:`g'` the slope of the interval (no forward-mode autograd)."""
         left, fraction, inverse_width = located
-        values = self.element(self.knots.to(fraction.dtype)) @ self.out.weight.T
+        features = self.element(self.knots.to(fraction.dtype))
+        if isinstance(self.out, nn.Linear):  # the output layer applied to the knots only
+            values, bias = features @ self.out.weight.T, self.out.bias
+        else:  # (the features themselves, for the closed-form output layer)
+            values, bias = self.out(features), 0.0
         n_out = values.shape[1]
         table = torch.cat([values[:-1], values[1:] - values[:-1]], dim=1)  # (K-1, 2q)
         rows = table[left]  # (n, N, 2 n_out): value at the left knot, rise to the right
         low, rise = rows[..., :n_out], rows[..., n_out:]
         root = math.sqrt(left.shape[1])
-        t = (low + fraction.unsqueeze(-1) * rise).sum(dim=1) / root + self.out.bias
+        t = (low + fraction.unsqueeze(-1) * rise).sum(dim=1) / root + bias
         if tangents is None:
             return t, None
         m = len(tangents)

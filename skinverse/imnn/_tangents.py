@@ -29,7 +29,7 @@ def supports_tangents(module):
     if isinstance(module, ElementwiseSum):
         return module.interpolates()
     return isinstance(module, nn.Sequential) and len(module) > 0 and all(
-        isinstance(layer, (nn.Linear, *_ACTIVATIONS)) for layer in module)
+        isinstance(layer, (nn.Linear, nn.Identity, *_ACTIVATIONS)) for layer in module)
 
 
 def _activation_with_tangent(layer, z, dz):
@@ -64,7 +64,7 @@ def sequential_with_tangents(module, x, tangents):
         if isinstance(layer, nn.Linear):
             head = layer(head)
             dh = dh @ layer.weight.T
-        else:
+        elif not isinstance(layer, nn.Identity):
             head, dh = _activation_with_tangent(layer, head, dh)
     t = head if m == len(x) else torch.cat([head, module(x[m:])])
     return t, dh.transpose(1, 2)
