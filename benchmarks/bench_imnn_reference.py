@@ -19,7 +19,8 @@ Rows:
   everything else at its defaults;
 - ``imnn (JAX)``: the imnn package itself on the same problem and settings, run by
   ``--peer-python`` (an interpreter with imnn 0.3.2 and jax) in a child process, when
-  given: its fit time includes the XLA compilation, as a user pays it.
+  given: its fit time includes the XLA compilation, as a user pays it (imnn 0.3.2 needs
+  small compatibility edits to run on a current jax: see RESULTS.md).
 
 After one untimed tiny fit of each torch row (the one-time imports), reported per
 fit: process CPU seconds of ``fit`` (``time.process_time``; one thread, so a
