@@ -99,21 +99,52 @@ class ElementwiseSum(nn.Module):
         h = torch.cat([torch.tanh(z[..., :half]), nn.functional.silu(z[..., half:])], dim=-1)
         return self.hidden(h) if len(self.hidden) else h
 
-    def forward(self, x):
+    def interpolates(self):
+        """True when :math:`g` is tabulated on knots (and :meth:`locate` applies)."""
+        return len(self.knots) >= 2
+
+    def locate(self, x):
+        """Knot interval of every entry of ``x`` (n, N): ``(left, fraction, 1/width)``,
+        each (n, N); it depends on the data only, so a fixed set is located once."""
         x = x.reshape(len(x), -1)
-        root = math.sqrt(x.shape[1])
-        if len(self.knots) < 2 or isinstance(self.out, nn.Identity):
-            return self.out(self.element(x).sum(dim=1) / root)
         knots = self.knots.to(x.dtype)
-        values = self.element(knots) @ self.out.weight.T  # (n_knots, n_outputs)
         start, stop = _squash(knots[[0, -1]])
         step = (stop - start) / (len(knots) - 1)
         left = torch.floor((_squash(x.detach()) - start) / step).long()
         left = left.clamp(0, len(knots) - 2)
-        right = left + 1
-        weight = ((x - knots[left]) / (knots[right] - knots[left])).unsqueeze(-1)
-        g = values[left] + weight * (values[right] - values[left])
-        return g.sum(dim=1) / root + self.out.bias
+        base = knots[left]
+        inverse_width = 1 / (knots[left + 1] - base)
+        return left, (x - base) * inverse_width, inverse_width
+
+    def from_located(self, located, tangents=None):
+        r"""Summaries of located data and, with ``tangents`` :math:`\partial x/\partial
+        \theta` (m, N, n_params) of its first m rows, their derivatives (m, n_outputs,
+        n_params): :math:`g` is linear between knots, so
+        :math:`\partial t/\partial\theta = \sum_i g'(x_i)\,\partial x_i/\partial\theta
+        / \sqrt N` with :math:`g'` the slope of the interval (no forward-mode autograd)."""
+        left, fraction, inverse_width = located
+        features = self.element(self.knots.to(fraction.dtype))
+        if isinstance(self.out, nn.Linear):  # the output layer applied to the knots only
+            values, bias = features @ self.out.weight.T, self.out.bias
+        else:  # (the features themselves, for the closed-form output layer)
+            values, bias = self.out(features), 0.0
+        n_out = values.shape[1]
+        table = torch.cat([values[:-1], values[1:] - values[:-1]], dim=1)  # (K-1, 2q)
+        rows = table[left]  # (n, N, 2 n_out): value at the left knot, rise to the right
+        low, rise = rows[..., :n_out], rows[..., n_out:]
+        root = math.sqrt(left.shape[1])
+        t = (low + fraction.unsqueeze(-1) * rise).sum(dim=1) / root + bias
+        if tangents is None:
+            return t, None
+        m = len(tangents)
+        slope = rise[:m] * (inverse_width[:m] / root).unsqueeze(-1)  # (m, N, n_out)
+        return t, torch.einsum("niq,nip->nqp", slope, tangents)
+
+    def forward(self, x):
+        x = x.reshape(len(x), -1)
+        if not self.interpolates():
+            return self.out(self.element(x).sum(dim=1) / math.sqrt(x.shape[1]))
+        return self.from_located(self.locate(x))[0]
 
 
 _SQUASH = 4.0

@@ -14,6 +14,7 @@ import torch
 
 from ._data import design_statistics
 from ._fisher import covariance_factor, fisher_statistics, imnn_loss
+from ._tangents import outputs, prepare, supports_tangents, with_tangents
 
 
 def input_standardization(samples):
@@ -55,14 +56,34 @@ class _FisherSteps:
         """Summaries of raw (flattened) simulations."""
         return self._forward(self._standardize_inputs(X))
 
+    def _tangents_by_hand(self):
+        """The default networks' derivatives are written out (see ``_tangents.py``);
+        a user's ``model`` goes through ``torch.func.jvp``."""
+        return self.input_shape is None and supports_tangents(self.module_)
+
+    def _standardize_tangents(self, derivatives):
+        r""":math:`\partial x/\partial\theta` (n, n_features, n_params) in the
+        network's input units."""
+        standardization = getattr(self, "input_standardization_", None)
+        if standardization is None:
+            return derivatives
+        scale = torch.as_tensor(standardization[1], dtype=derivatives.dtype,
+                                device=derivatives.device)
+        return derivatives / scale[:, None]
+
     def _derivatives(self, x, derivatives, mode):
         r""":math:`\partial t/\partial\theta`, shape (n, n_summaries, n_params), in one pass.
 
-        ``gradient``: one Jacobian-vector product on the simulations repeated once per
-        parameter, the tangents :math:`\partial x/\partial\theta_k` stacked along the
-        batch. ``pairs``: central differences of the summaries of all shifted simulations
-        at once.
+        ``gradient``: the chain rule by hand for the default networks, else one
+        Jacobian-vector product on the simulations repeated once per parameter, the
+        tangents :math:`\partial x/\partial\theta_k` stacked along the batch.
+        ``pairs``: central differences of the summaries of all shifted simulations at
+        once.
         """
+        if mode == "gradient" and self._tangents_by_hand():
+            prepared = prepare(self.module_, self._standardize_inputs(x))
+            return with_tangents(self.module_, prepared,
+                                 self._standardize_tangents(derivatives))[1]
         if mode == "gradient":
             n, n_features, n_params = derivatives.shape
             inputs = x.reshape(1, n, n_features).expand(n_params, -1, -1)
@@ -72,12 +93,31 @@ class _FisherSteps:
             return dt.reshape(n_params, n, -1).permute(1, 2, 0)
         n, _, n_params = derivatives.shape[:3]
         shifted = self._net(derivatives.reshape(n * 2 * n_params, -1))
+        return self._central_differences(shifted, n, n_params)
+
+    def _central_differences(self, shifted, n, n_params):
         shifted = shifted.reshape(n, 2, n_params, -1)
         delta = self._delta.to(shifted.dtype)
         return ((shifted[:, 0] - shifted[:, 1]) / (2 * delta[None, :, None])).transpose(1, 2)
 
-    def _summaries(self, data):
-        """(summaries, derivatives of summaries) of all simulations, chunk by chunk."""
+    def _one_pass(self, data):
+        """All simulations go through the network at once (``batch_size='auto'``)."""
+        return len(self._chunks(len(data["X"]))) == 1 and (
+            data["mode"] == "design" or len(self._chunks(len(data["derivatives"]))) == 1)
+
+    def _summaries(self, data, cache=False):
+        """(summaries, derivatives of summaries) of all simulations, chunk by chunk.
+
+        The default networks in one pass take the summaries and their derivatives
+        together (:meth:`_prepared_summaries`); with ``cache`` (a fixed set, the
+        validation simulations) what depends on the data only is kept in ``data``."""
+        if data["mode"] != "design" and self._one_pass(data) and self._tangents_by_hand():
+            prepared = data.get("_prepared") if cache else None
+            if prepared is None:
+                prepared = self._prepare(data)
+                if cache:
+                    data["_prepared"] = prepared
+            return self._prepared_summaries(data, prepared)
         t = torch.cat([self._net(data["X"][c]) for c in self._chunks(len(data["X"]))])
         if data["mode"] == "design":
             return t, None
@@ -85,6 +125,38 @@ class _FisherSteps:
         source = data.get("X_d", data["X"])[: len(derivs)]
         dt = torch.cat([self._derivatives(source[c], derivs[c], data["mode"])
                         for c in self._chunks(len(derivs))])
+        return t, dt
+
+    def _prepare(self, data):
+        """Standardised (for the deep-sets network: located) inputs and tangents."""
+        module, derivs = self.module_, data["derivatives"]
+        with torch.no_grad():
+            prepared = {"X": prepare(module, self._standardize_inputs(data["X"]))}
+            if data["mode"] == "pairs":
+                shifted = derivs.reshape(len(derivs) * 2 * derivs.shape[2], -1)
+                prepared["shifted"] = prepare(module, self._standardize_inputs(shifted))
+                return prepared
+            prepared["tangents"] = self._standardize_tangents(derivs)
+            if "X_d" in data:  # derivatives of other simulations than X's first rows
+                source = self._standardize_inputs(data["X_d"][: len(derivs)])
+                prepared["X_d"] = prepare(module, source)
+        return prepared
+
+    def _prepared_summaries(self, data, prepared):
+        module = self.module_
+        if "shifted" in prepared:
+            t = outputs(module, prepared["X"])
+            derivs = data["derivatives"]
+            dt = self._central_differences(outputs(module, prepared["shifted"]),
+                                           len(derivs), derivs.shape[2])
+        elif "X_d" in prepared:
+            t = outputs(module, prepared["X"])
+            dt = with_tangents(module, prepared["X_d"], prepared["tangents"])[1]
+        else:
+            t, dt = with_tangents(module, prepared["X"], prepared["tangents"])
+        if t.dim() != 2 or t.shape[1] != self.n_summaries_:
+            raise ValueError(f"model returned shape {tuple(t.shape)}; expected "
+                             f"(batch, {self.n_summaries_}) summaries.")
         return t, dt
 
     def _statistics(self, t, dt, data):
@@ -112,9 +184,7 @@ class _FisherSteps:
 
     def _step_loss(self, data):
         """Loss of all simulations with gradients in the weights (two passes if chunked)."""
-        single = len(self._chunks(len(data["X"]))) == 1 and (
-            data["mode"] == "design" or len(self._chunks(len(data["derivatives"]))) == 1)
-        if single:
+        if self._one_pass(data):
             t, dt = self._summaries(data)
             loss, record = imnn_loss(self._statistics(t, dt, data), self.lam, self.epsilon)
             loss.backward()
@@ -132,40 +202,3 @@ class _FisherSteps:
                 part = self._derivatives(source[c], data["derivatives"][c], data["mode"])
                 (part * grads[1][c]).sum().backward()
         return loss.detach(), record
-
-    def _init_readout(self, data):
-        r"""Start the last linear layer of the default network at the Fisher-optimal
-        linear combination of its input features :math:`h`, whitened:
-        :math:`W = C_h^{-1}\,\partial\mu_h/\partial\theta` (ridge
-        :math:`10^{-6}\operatorname{tr} C_h / n_h`) for the first ``n_params`` summaries,
-        the random rows for any others, then :math:`t = L^{-1}(W h - \bar t)` with
-        :math:`LL^\top` the covariance of :math:`W h`: the summaries start uncorrelated
-        with unit variance, so the covariance regulariser is off from the first step
-        and training refines a good compression instead of first rescaling a random one.
-        """
-        readout = self.module_.out
-        saved = readout, self.n_summaries_
-        self.module_.out = torch.nn.Identity()
-        self.n_summaries_ = readout.in_features
-        try:
-            with torch.no_grad():
-                h, dh = self._summaries(data)
-        finally:
-            self.module_.out, self.n_summaries_ = saved
-        h, dh = h.double(), dh.double().mean(dim=0)
-        mean = h.mean(dim=0)
-        cov = torch.cov(h.T).reshape(len(mean), len(mean))
-        ridge = 1e-2 * torch.trace(cov) / len(mean) + torch.finfo(torch.float64).tiny
-        eye = torch.eye(len(mean), dtype=cov.dtype)
-        weight = readout.weight.detach().double().clone()
-        n_params = dh.shape[1]
-        weight[:n_params] = torch.linalg.solve(cov + ridge * eye, dh).T
-        cov_t = weight @ cov @ weight.T
-        factor, info = torch.linalg.cholesky_ex(cov_t + 1e-9 * torch.trace(cov_t) * torch.eye(
-            len(cov_t), dtype=cov_t.dtype))
-        if int(info) != 0 or not bool(torch.isfinite(factor).all()):
-            return
-        weight = torch.linalg.solve_triangular(factor, weight, upper=False)
-        with torch.no_grad():
-            readout.weight.copy_(weight.to(readout.weight))
-            readout.bias.copy_((-weight @ mean).to(readout.bias))
