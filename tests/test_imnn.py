@@ -339,3 +339,11 @@ def test_closed_form_readout_is_the_fisher_optimal_whitened_layer(architecture):
     before = imnn._validation_logdet(val)
     imnn._polish_readout(val)
     assert imnn._validation_logdet(val) >= before
+
+
+def test_fit_transform_without_data_says_there_is_nothing_to_transform():
+    problem = gaussian_mean_problem(n_data=4)
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid, n_s=20,
+                           n_d=20, hidden_layer_sizes=(4,), max_epochs=2, random_state=0)
+    with pytest.raises(ValueError, match="transform needs data X"):
+        imnn.fit_transform(None)

@@ -347,7 +347,7 @@ def test_warm_start_applies_a_new_learning_rate(case):
 
 _ARCHITECTURE = {"mlp": {"hidden_layer_sizes": (4,)}, "implicit-classifier": {"hidden_size": 4},
                  "implicit-regressor": {"hidden_size": 4}, "rim": {"n_steps": 3},
-                 "imnn": {}, "unrolled": {"width": 3}}
+                 "imnn": {"hidden_layer_sizes": (5,)}, "unrolled": {"width": 3}}
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

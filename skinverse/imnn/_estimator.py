@@ -214,6 +214,8 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _Readout, _FisherSteps,
     True
     """
 
+    _model_params = (*BaseTorchEstimator._model_params, "n_summaries", "model",
+                     "hidden_layer_sizes", "architecture", "input_shape", "standardize")
     _parameter_constraints = {
         **BaseTorchEstimator._parameter_constraints,
         "early_stopping": [StrOptions({"auto"}), "boolean"],
@@ -395,6 +397,10 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _Readout, _FisherSteps,
             :math:`\\hat\\theta` with ``output='estimate'``, the summaries otherwise.
         """
         check_is_fitted(self)
+        if X is None:
+            raise ValueError("transform needs data X to compress. A fit on the simulator "
+                             "has no data of its own: call fit() and then transform(X) "
+                             "(fit_transform(None) has nothing to transform).")
         X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
         if getattr(self, "input_standardization_", None) is not None:
             mean, scale = self.input_standardization_
