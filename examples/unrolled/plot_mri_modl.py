@@ -15,9 +15,10 @@ image and travel as ``fit``/``predict`` keyword arguments.
 # ---------------
 # ``make_mri_data`` returns k-space ``X`` (real and imaginary parts of every coil), the
 # images ``y`` (real and imaginary parts) and the per-image coil maps and masks.
-# CPU-sized MoDL: 3 unrolls of a narrow ResNet (``width=16, depth=2``) with 6 CG
-# iterations each, 6 epochs; the defaults (5 unrolls, width 32, depth 4, 50 epochs) are
-# for a GPU.
+# CPU-sized MoDL, so that this page builds in seconds: 3 unrolls of a narrow ResNet
+# (``width=16, depth=2``) with 6 CG iterations each, 6 epochs. The defaults (5 unrolls,
+# width 32, depth 4, up to 50 epochs with early stopping) reconstruct better and take
+# minutes on a CPU. :math:`\lambda` starts at its default, derived from the operator's norm.
 import matplotlib.pyplot as plt
 import torch
 
@@ -32,11 +33,10 @@ X, y, maps, masks = make_mri_data(images, n_coils=8, acceleration=4, noise_std=0
                                   random_state=0)
 train, test = slice(0, 90), slice(90, 110)
 
-sense = UnrolledRegressor(method="cg-sense", lam=0.01, cg_max_iter=30, max_epochs=2,
-                          random_state=0)
+sense = UnrolledRegressor(method="cg-sense", cg_max_iter=30, max_epochs=2, random_state=0)
 sense.fit(X[train], y[train], maps=maps[train], masks=masks[train])
 modl = UnrolledRegressor(method="modl", n_unrolls=3, width=16, depth=2, cg_max_iter=6,
-                         lam=0.01, max_epochs=6, batch_size=8, random_state=0)
+                         max_epochs=6, random_state=0)
 modl.fit(X[train], y[train], maps=maps[train], masks=masks[train])
 
 test_args = dict(maps=maps[test], masks=masks[test])
