@@ -247,8 +247,7 @@ def test_unrolled_defaults_approach_the_posterior_mean_of_gaussian_images():
     early stopping on validation, plateau schedule) on 6x6 Gaussian images blurred in
     2-D: for Gaussian signals the posterior mean is the optimum, and the learned
     reconstruction comes within 30 % of its MSE (CG-SENSE, lambda learned for 20 epochs:
-    3.3x). A
-    narrow denoiser keeps this fast."""
+    3.3x). A narrow denoiser keeps this fast."""
     from skinverse.unrolled import UnrolledRegressor
 
     problem = make_linear_gaussian_problem("blur", shape=(6, 6), relative_noise=0.05,
