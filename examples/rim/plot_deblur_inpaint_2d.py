@@ -40,7 +40,11 @@ problems = {
 # Baseline and RIM for each problem
 # ---------------------------------
 # CPU-sized settings: a narrow U-Net (``width=8`` instead of 32), 4 steps instead of 8 and
-# 4 epochs; the defaults train longer and reconstruct better.
+# 4 epochs. The RIM starts from the Wiener estimate of the standardised signals
+# (``init='auto'``), which already uses the training patches' mean and spread per pixel;
+# most of its gain over the fixed-lambda Tikhonov baseline is that start, and the learned
+# steps add a few tenths of a dB here (validation R^2 0.9757 at the start, 0.9771 after
+# training, for deblurring). The defaults (50 epochs here) end at the same PSNR to 0.01 dB.
 results, rims = {}, {}
 for name, operator in problems.items():
     clean = torch.as_tensor(patches.reshape(-1, size, size), dtype=torch.float32)
@@ -70,8 +74,8 @@ for name, operator in problems.items():
 # Three test patches, at the median, the 75th and the 95th percentile of contrast (many
 # patches are flat sky, which every method gets right). Each title gives the patch's PSNR
 # against the ground truth; all images share the grey scale [0, 1]. Averaged over the
-# test set the RIM gains several dB on Tikhonov (printed above), mostly by sharpening
-# edges; fine texture (the last row) is lost to the blur for both.
+# test set the RIM gains several dB on Tikhonov (printed above), mostly through its
+# Wiener start; fine texture (the last row) is lost to the blur for both.
 X_test, y_test, images = results["deblurring"]
 order = np.argsort(np.ptp(y_test, axis=1))
 shown = order[[len(order) // 2, 3 * len(order) // 4, 95 * len(order) // 100]]
@@ -84,7 +88,8 @@ plt.show()
 # Inpainting
 # ----------
 # Tikhonov regularisation cannot invent the missing pixels (they stay near 0), while the
-# RIM fills them in from what it learned about photo patches.
+# RIM fills them in from the training patches' statistics (its Wiener start) and its
+# learned steps.
 X_test, y_test, images = results["inpainting"]
 plot_reconstructions(y_test, images, image_shape=(size, size), indices=shown,
                      data_range=1.0, clim=(0, 1))
@@ -94,8 +99,8 @@ plt.show()
 # %%
 # The RIM's steps
 # ---------------
-# Inpainting starts from the adjoint, the masked image, and fills the holes over the
-# steps; the right panel is the test error of each step.
+# The estimate after each step, from the Wiener start; the right panel is the test error
+# of each step.
 plot_rim_trajectory(rims["inpainting"], X_test, y_test, index=shown[1],
                     image_shape=(size, size), clim=(0, 1))
 plt.tight_layout()
