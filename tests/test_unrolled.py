@@ -165,6 +165,28 @@ def test_bad_inputs_get_clear_errors(mri):
         est.fit(X, y, maps=maps)
 
 
+def test_lstsq_operator_of_low_rank_signals_warns():
+    """Training signals that span fewer dimensions than they have leave the least-squares
+    operator blind to the rest (constant y: rank 1 of 4): fit says so; full-rank signals
+    fit quietly, and the learned operator is the least-squares one."""
+    import warnings
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40, 6))
+    with pytest.warns(UserWarning, match="span 1 of their 4 dimensions"):
+        UnrolledRegressor(operator="lstsq", max_epochs=1, width=4, depth=1, n_unrolls=1,
+                          random_state=0, device="cpu").fit(X, np.ones((40, 4)))
+    y = rng.normal(size=(40, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+        est = UnrolledRegressor(operator="lstsq", max_epochs=1, width=4, depth=1,
+                                n_unrolls=1, random_state=0, device="cpu").fit(X, y)
+    expected = np.linalg.lstsq(y, X, rcond=None)[0].T
+    np.testing.assert_allclose(est.operator_.matrix.cpu().numpy(), expected, rtol=1e-4,
+                               atol=1e-5)
+
+
 # ---------------------------------------------------------------- configs and files
 def test_config_round_trip_and_cli_fit(tmp_path, capsys):
     import json

@@ -3,6 +3,7 @@ unrolled proximal gradient, ResNet) as a scikit-learn estimator."""
 
 import copy
 import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -343,8 +344,15 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     # ------------------------------------------------------------------ module
     def _build_module(self, data):
         if isinstance(self.operator, str):
-            solution, *_ = np.linalg.lstsq(data["y"], data["X"], rcond=None)
+            solution, _, rank, _ = np.linalg.lstsq(data["y"], data["X"], rcond=None)
             self.operator_ = MatrixOperator(solution.T)  # X ~ y A^T, least squares
+            if rank < data["y"].shape[1]:
+                warnings.warn(
+                    f"operator='lstsq': the training signals y span {rank} of their "
+                    f"{data['y'].shape[1]} dimensions, so the learned operator sees nothing "
+                    "of the others and the reconstruction there is the denoiser's guess. "
+                    "Pass more (or more varied) training pairs, or the true operator=.",
+                    UserWarning, stacklevel=4)
         elif self.operator is None:
             self.operator_ = MultiCoilMRI(image_shape=self.image_shape_,
                                           n_coils=self._kspace_shape[0])
