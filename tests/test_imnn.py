@@ -347,3 +347,34 @@ def test_fit_transform_without_data_says_there_is_nothing_to_transform():
                            n_d=20, hidden_layer_sizes=(4,), max_epochs=2, random_state=0)
     with pytest.raises(ValueError, match="transform needs data X"):
         imnn.fit_transform(None)
+
+
+def test_referee_keeps_the_weights_with_more_information_on_fresh_simulations():
+    """After a simulator fit the restored (best-validation) weights and the last ones are
+    scored again on 10 n_s fresh simulations: whichever order they come in, the weights
+    kept are those with the higher ln det F there; with no other candidate nothing
+    changes."""
+    problem = gaussian_mean_variance_problem(n_data=6)
+    imnn = IMNNTransformer(simulator=problem.simulator, theta_fid=problem.theta_fid,
+                           n_s=200, n_d=200, hidden_layer_sizes=(8,), max_epochs=300,
+                           random_state=0, dtype="float64").fit()
+    trained = {k: v.clone() for k, v in imnn.module_.state_dict().items()}
+    untrained = {k: v.clone() for k, v in IMNNTransformer(
+        simulator=problem.simulator, theta_fid=problem.theta_fid, n_s=200, n_d=200,
+        hidden_layer_sizes=(8,), max_epochs=1, learning_rate=1e-6, random_state=1,
+        dtype="float64").fit().module_.state_dict().items()}
+    referee = imnn._many_simulations(4)
+    scores = {}
+    for name, weights in [("trained", trained), ("untrained", untrained)]:
+        imnn.module_.load_state_dict(weights)
+        scores[name] = imnn._validation_logdet(referee)
+    assert scores["trained"] > scores["untrained"]
+    for restored, last in [(trained, untrained), (untrained, trained)]:
+        imnn.module_.load_state_dict(restored)
+        imnn._last_weights = last
+        imnn._referee()
+        assert imnn._validation_logdet(referee) == pytest.approx(scores["trained"])
+        assert imnn._last_weights is None
+    imnn.module_.load_state_dict(untrained)
+    imnn._referee()  # no last weights: the restored ones stay
+    assert imnn._validation_logdet(referee) == pytest.approx(scores["untrained"])

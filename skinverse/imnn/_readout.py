@@ -75,25 +75,49 @@ class _Readout:
             readout.weight.copy_(weight.to(readout.weight))
             readout.bias.copy_((-weight @ mean).to(readout.bias))
 
+    def _many_simulations(self, seed_offset):
+        r""":math:`10\,n_s` fresh fiducial and :math:`10\,n_d` derivative simulations (at most
+        10,000 each unless ``n_s``/``n_d`` is more) from the fit's seed plus
+        ``seed_offset``: enough that a statistic of them does not depend on the draw."""
+        n_s, n_d = self.n_s, self.n_d
+        self.n_s = max(n_s, min(_POLISH_SIMULATIONS * n_s, _POLISH_CAP))
+        self.n_d = max(n_d, min(_POLISH_SIMULATIONS * n_d, _POLISH_CAP))
+        try:
+            return self._simulate(make_generator(self._validation_seed() + seed_offset))
+        finally:
+            self.n_s, self.n_d = n_s, n_d
+
+    def _referee(self):
+        r"""After a simulator fit: the validation set picks the best step by a noisy
+        :math:`\ln\det F` (n_s simulations: a few per cent of noise, and the maximum over
+        hundreds of steps is biased upwards, most where :math:`\det F` comes from few data
+        points), so the restored weights and the last ones are scored again on
+        :meth:`_many_simulations`, independent of every set used so far, and the higher
+        is kept. Returns that set, on which :meth:`_polish_readout` decides too."""
+        referee = self._many_simulations(4)
+        last = getattr(self, "_last_weights", None)
+        self._last_weights = None
+        if last is not None:
+            best = {k: v.clone() for k, v in self.module_.state_dict().items()}
+            restored = self._validation_logdet(referee)
+            self.module_.load_state_dict(last)
+            if not self._validation_logdet(referee) > restored:
+                self.module_.load_state_dict(best)
+        return referee
+
     def _polish_readout(self, val):
         r"""After training (simulator mode, default network): solve the last layer once
-        more on :math:`10\,n_s` fresh simulations (at most 10,000 unless ``n_s`` is more; ridge :math:`10^{-6}`, enough
-        simulations that the solution does not over-fit them), and keep it when the
-        validation :math:`\ln\det F` is higher than with the trained layer."""
+        more on :math:`10\,n_s` fresh simulations (:meth:`_many_simulations`; ridge
+        :math:`10^{-6}`, enough simulations that the solution does not over-fit them), and
+        keep it when the :math:`\ln\det F` of ``val`` is higher than with the trained
+        layer."""
         if self._readout_layer() is None or val is None:
             return
         owner, name = self._readout_layer()
         readout = getattr(owner, name)
         before = self._validation_logdet(val)
         saved = {k: v.clone() for k, v in readout.state_dict().items()}
-        n_s, n_d = self.n_s, self.n_d
-        self.n_s = max(n_s, min(_POLISH_SIMULATIONS * n_s, _POLISH_CAP))
-        self.n_d = max(n_d, min(_POLISH_SIMULATIONS * n_d, _POLISH_CAP))
-        try:
-            self._init_readout(self._simulate(make_generator(self._validation_seed() + 3)),
-                               ridge=1e-6)
-        finally:
-            self.n_s, self.n_d = n_s, n_d
+        self._init_readout(self._many_simulations(3), ridge=1e-6)
         after = self._validation_logdet(val)
         if not after > before:
             readout.load_state_dict(saved)
