@@ -3,7 +3,6 @@ unrolled proximal gradient, ResNet) as a scikit-learn estimator."""
 
 import copy
 import math
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -24,7 +23,7 @@ from .._base import (
 from .._base._sources import LazyPlan, LazyRows
 from ..datasets._container import MultiCoilData, flat_to_images, images_to_flat
 from ..nn import DnCNN, ResNetDenoiser, UNet
-from ..operators import MatrixOperator, MultiCoilMRI
+from ..operators import MultiCoilMRI
 from ._losses import LOSSES, per_sample_loss
 from ._module import RealPartsOperator, UnrolledModule
 from ._report import (
@@ -35,7 +34,13 @@ from ._report import (
     real_parts,
     weighted_psnr,
 )
-from ._scale import cg_tolerance, lam_parameters, noise_radius, operator_norm_squared
+from ._scale import (
+    cg_tolerance,
+    lam_parameters,
+    least_squares_operator,
+    noise_radius,
+    operator_norm_squared,
+)
 
 _DENOISERS = {"resnet": ResNetDenoiser, "dncnn": DnCNN, "unet": UNet}
 MIN_VALIDATION = 10  # early_stopping='auto' validates on at least this many samples
@@ -344,15 +349,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     # ------------------------------------------------------------------ module
     def _build_module(self, data):
         if isinstance(self.operator, str):
-            solution, _, rank, _ = np.linalg.lstsq(data["y"], data["X"], rcond=None)
-            self.operator_ = MatrixOperator(solution.T)  # X ~ y A^T, least squares
-            if rank < data["y"].shape[1]:
-                warnings.warn(
-                    f"operator='lstsq': the training signals y span {rank} of their "
-                    f"{data['y'].shape[1]} dimensions, so the learned operator sees nothing "
-                    "of the others and the reconstruction there is the denoiser's guess. "
-                    "Pass more (or more varied) training pairs, or the true operator=.",
-                    UserWarning, stacklevel=4)
+            self.operator_ = least_squares_operator(data["X"], data["y"])
         elif self.operator is None:
             self.operator_ = MultiCoilMRI(image_shape=self.image_shape_,
                                           n_coils=self._kspace_shape[0])

@@ -28,8 +28,12 @@ orthonormal FFT and maps with :math:`\sum_c |S_c|^2 = 1` it is 1, so ``'auto'`` 
 
 import copy
 import math
+import warnings
 
+import numpy as np
 import torch
+
+from ..operators import MatrixOperator
 
 LAM_AUTO = 0.05
 N_NORM_SAMPLES = 8
@@ -111,3 +115,18 @@ def noise_radius(est, data):
 
 __all__ = ["LAM_AUTO", "cg_tolerance", "lam_parameters", "noise_radius",
            "operator_norm_squared", "per_sample_norm_squared"]
+
+
+def least_squares_operator(X, y):
+    r"""``operator='lstsq'``: the dense :math:`A` minimising :math:`\|X - y A^\top\|_F`
+    over the training pairs, as a :class:`~skinverse.operators.MatrixOperator`. Warns
+    when the training signals span fewer dimensions than they have: :math:`A` is then
+    blind to the others and the reconstruction there is the denoiser's guess."""
+    solution, _, rank, _ = np.linalg.lstsq(y, X, rcond=None)
+    if rank < y.shape[1]:
+        warnings.warn(
+            f"operator='lstsq': the training signals y span {rank} of their {y.shape[1]} "
+            "dimensions, so the learned operator sees nothing of the others and the "
+            "reconstruction there is the denoiser's guess. Pass more (or more varied) "
+            "training pairs, or the true operator=.", UserWarning, stacklevel=5)
+    return MatrixOperator(solution.T)
