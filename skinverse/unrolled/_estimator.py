@@ -364,8 +364,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
                 denoisers.append(_DENOISERS[self.denoiser](2, self.width, self.depth))
         n = data.source.n if isinstance(data, LazyPlan) else len(data["X"])
         self._data_validates = round(self.validation_fraction * n) >= MIN_VALIDATION
-        self.epsilon_ = self._noise_radius(data) if self.method == "dbp" else None
-        norm_squared = self._operator_norm_squared(data)
+        self.epsilon_ = noise_radius(self, data) if self.method == "dbp" else None
+        norm_squared = operator_norm_squared(self, data)
         self.operator_norm_ = math.sqrt(norm_squared)
         lam, scale = lam_parameters(self.lam, self.method, norm_squared)
         module = UnrolledModule(self.method, denoisers, self.n_unrolls, lam, self.learn_lam,
@@ -378,9 +378,6 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         module.checkpoint_denoiser = self.checkpoint_denoiser
         return module
 
-    def _operator_norm_squared(self, data):
-        return operator_norm_squared(self, data)
-
     def _to_complex(self, flat, shape):
         if self._real_data:
             return flat.reshape(flat.shape[0], *shape).to(
@@ -389,9 +386,6 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
 
     def _to_real(self, images):
         return images.real.reshape(images.shape[0], -1) if self._real_data else real_parts(images)
-
-    def _noise_radius(self, data):
-        return noise_radius(self, data)
 
     def _initialize(self, data):
         state = super()._initialize(data)
