@@ -113,10 +113,6 @@ def noise_radius(est, data):
     return float(torch.cat(norms).mean())
 
 
-__all__ = ["LAM_AUTO", "cg_tolerance", "lam_parameters", "noise_radius",
-           "operator_norm_squared", "per_sample_norm_squared"]
-
-
 def least_squares_operator(X, y):
     r"""``operator='lstsq'``: the dense :math:`A` minimising :math:`\|X - y A^\top\|_F`
     over the training pairs, as a :class:`~skinverse.operators.MatrixOperator`. Warns
@@ -130,3 +126,7 @@ def least_squares_operator(X, y):
             "reconstruction there is the denoiser's guess. Pass more (or more varied) "
             "training pairs, or the true operator=.", UserWarning, stacklevel=5)
     return MatrixOperator(solution.T)
+
+
+__all__ = ["LAM_AUTO", "cg_tolerance", "lam_parameters", "least_squares_operator",
+           "noise_radius", "operator_norm_squared", "per_sample_norm_squared"]
