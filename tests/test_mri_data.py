@@ -15,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 @pytest.fixture(scope="module")
 def acquisitions():
     return make_mri_data(make_phantoms(12, 12, random_state=0), n_coils=2, acceleration=2,
-                         noise_std=0.01, random_state=0, as_container=True)
+                         noise_std=0.01, random_state=0, as_container=True, dtype="float64")
 
 
 def _sense(**params):
@@ -26,7 +26,7 @@ def _sense(**params):
 def test_container_round_trips_the_flat_layout(acquisitions):
     data, images = acquisitions
     flat = make_mri_data(make_phantoms(12, 12, random_state=0), n_coils=2, acceleration=2,
-                         noise_std=0.01, random_state=0)
+                         noise_std=0.01, random_state=0, dtype="float64")
     X, maps, masks = data.flat()
     np.testing.assert_allclose(X, flat[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(maps, flat[2], rtol=0, atol=1e-12)
@@ -35,6 +35,22 @@ def test_container_round_trips_the_flat_layout(acquisitions):
     np.testing.assert_array_equal(back.kspace, data.kspace)
     assert data[[1, 3]].shape == (2, 2, 12, 12) and len(data[2:5]) == 3
     np.testing.assert_array_equal(data[np.array([4, 0]), ...].masks, data.masks[[4, 0]])
+
+
+def test_single_precision_is_the_double_precision_data_rounded(monkeypatch):
+    """The float32 default holds the float64 simulation rounded (the same random stream,
+    chunk by chunk: a chunk size of 3 gives the same values as one chunk of all)."""
+    from skinverse.datasets import _mri
+
+    images = make_phantoms(7, 12, random_state=1)
+    double = make_mri_data(images, n_coils=3, random_state=0, dtype="float64")
+    monkeypatch.setattr(_mri, "CHUNK", 3)
+    single = make_mri_data(images, n_coils=3, random_state=0)
+    for a, b in zip(single, double):
+        assert a.dtype == np.float32 and b.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6 * np.abs(b).max())
+    with pytest.raises(ValueError, match="dtype must be"):
+        make_mri_data(images, dtype="int8")
 
 
 def test_predictions_keep_the_precision_of_the_kspace(acquisitions):

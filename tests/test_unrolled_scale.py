@@ -30,7 +30,8 @@ def blurred():
 @pytest.fixture(scope="module")
 def mri():
     images = make_phantoms(8, 10, random_state=0)
-    return make_mri_data(images, n_coils=3, acceleration=2, noise_std=0.01, random_state=0)
+    return make_mri_data(images, n_coils=3, acceleration=2, noise_std=0.01, random_state=0,
+                         dtype="float64")
 
 
 def _dense_norm_squared(op, **params):

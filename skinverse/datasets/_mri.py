@@ -155,12 +155,19 @@ def make_poisson_disc_mask(shape, acceleration=4, *, center_fraction=0.08, rando
     return mask
 
 
+#: Images simulated at a time: the k-space of a chunk is computed in double precision
+#: and written into the outputs, so the peak memory is the outputs' plus one chunk's.
+CHUNK = 16
+
+
 def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="cartesian",
-                  random_state=None, as_container=False):
+                  dtype="float32", random_state=None, as_container=False):
     r"""Simulate multi-coil k-space of ``images`` with per-image coil maps and masks.
 
     :math:`y_c = M \odot F(S_c x) + \sigma (\epsilon_r + i \epsilon_i)` on the sampled
-    locations.
+    locations. The k-space is computed in double precision from the maps as returned (so
+    the data and the maps agree to the precision of ``dtype``), ``CHUNK`` images at a
+    time, so the memory used is that of the outputs plus one chunk.
 
     Parameters
     ----------
@@ -169,6 +176,10 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     acceleration : float, default=4
     noise_std : float, default=0.01
     mask : {'cartesian', 'poisson'}, default='cartesian'
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the outputs (complex64 / complex128 for ``as_container``): single
+        precision, as scanners store k-space and as the estimators compute by default,
+        halves the memory of double.
     random_state : int, RandomState instance or None, default=None
     as_container : bool, default=False
         Return ``(data, images)``: a :class:`MultiCoilData` (complex k-space, maps and
@@ -189,8 +200,8 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     >>> from skinverse.datasets import make_mri_data, make_phantoms
     >>> X, y, maps, masks = make_mri_data(make_phantoms(2, 16, random_state=0), n_coils=4,
     ...                                   random_state=0)
-    >>> X.shape, y.shape, maps.shape, masks.shape
-    ((2, 2048), (2, 512), (2, 2, 4, 16, 16), (2, 16, 16))
+    >>> X.shape, y.shape, maps.shape, masks.shape, X.dtype
+    ((2, 2048), (2, 512), (2, 2, 4, 16, 16), (2, 16, 16), dtype('float32'))
     """
     from ..operators import MultiCoilMRI
     from ._container import MultiCoilData
@@ -199,20 +210,38 @@ def make_mri_data(images, n_coils=8, acceleration=4, noise_std=0.01, *, mask="ca
     images = np.asarray(images)
     if images.ndim != 3:
         raise ValueError(f"images must have shape (n_images, H, W), got {images.shape}.")
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+    dtype = np.dtype(dtype)
     n, H, W = images.shape
     make_mask = {"cartesian": make_cartesian_mask, "poisson": make_poisson_disc_mask}[mask]
-    maps = np.stack([make_coil_maps(n_coils, (H, W), random_state=rng) for _ in range(n)])
-    masks = np.stack([make_mask((H, W), acceleration, random_state=rng) for _ in range(n)])
+    maps = np.empty((n, 2, n_coils, H, W), dtype)
+    for i in range(n):
+        coil_maps = make_coil_maps(n_coils, (H, W), random_state=rng)
+        maps[i, 0], maps[i, 1] = coil_maps.real, coil_maps.imag
+    masks = np.empty((n, H, W), dtype)
+    for i in range(n):
+        masks[i] = make_mask((H, W), acceleration, random_state=rng)
     op = MultiCoilMRI(image_shape=(H, W), n_coils=n_coils)
-    x = torch.as_tensor(images).to(torch.complex128)
-    kspace = op.forward(x, maps=torch.as_tensor(maps), mask=torch.as_tensor(masks)).numpy()
-    noise = noise_std * (rng.normal(size=kspace.shape) + 1j * rng.normal(size=kspace.shape))
-    kspace = kspace + noise * masks[:, None]
+    X = np.empty((n, 2, n_coils, H, W), dtype)
+    y = np.empty((n, 2, H, W), dtype)
+    chunks = [slice(start, start + CHUNK) for start in range(0, n, CHUNK)]
+    for rows in chunks:
+        x = torch.as_tensor(images[rows]).to(torch.complex128)
+        y[rows, 0], y[rows, 1] = x.real.numpy(), x.imag.numpy()
+        chunk_maps = torch.as_tensor(maps[rows], dtype=torch.float64)
+        kspace = op.forward(x, maps=torch.complex(chunk_maps[:, 0], chunk_maps[:, 1]),
+                            mask=torch.as_tensor(masks[rows], dtype=torch.float64))
+        X[rows, 0], X[rows, 1] = kspace.real.numpy(), kspace.imag.numpy()
+    # the noise: one stream of the real parts of every sample, then of the imaginary parts
+    for part in (0, 1):
+        for rows in chunks:
+            noise = rng.normal(size=X[rows, part].shape) * masks[rows, None]
+            X[rows, part] += noise_std * noise
     if as_container:
-        return MultiCoilData(kspace, maps, masks), x.numpy()
-    X = np.stack([kspace.real, kspace.imag], axis=1).reshape(n, -1)
-    y = np.stack([x.numpy().real, x.numpy().imag], axis=1).reshape(n, -1)
-    return X, y, np.stack([maps.real, maps.imag], axis=1), masks
+        kspace, coil_maps = X[:, 0] + 1j * X[:, 1], maps[:, 0] + 1j * maps[:, 1]
+        return MultiCoilData(kspace, coil_maps, masks), y[:, 0] + 1j * y[:, 1]
+    return X.reshape(n, -1), y.reshape(n, -1), maps, masks
 
 
 def load_deepinpy_h5(path, n_images=None):
