@@ -26,6 +26,34 @@ from ._warn import warn_user
 TRIM_EVERY = 64
 
 
+class RowSubset:
+    """Rows ``rows`` (a long tensor on the tensors' device) of in-memory tensors, held
+    without copying them: a training/validation split of a large image set would
+    otherwise hold the data twice. Batches index the full tensors with the composed rows,
+    so they hold the same values as batches of a copied subset; ``subset[key]`` copies
+    that column's rows (for the small per-sample columns estimators read whole)."""
+
+    def __init__(self, tensors, rows):
+        self.tensors, self.rows = tensors, rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        return self.tensors[key].index_select(0, self.rows)
+
+    def __contains__(self, key):
+        return key in self.tensors
+
+    def keys(self):
+        return self.tensors.keys()
+
+    def take(self, positions):
+        """The rows at ``positions`` (a slice or a long tensor) of the subset."""
+        rows = self.rows[positions]
+        return {k: v.index_select(0, rows) for k, v in self.tensors.items()}
+
+
 class BatchSteps:
     """Methods of :class:`~skinverse._base._loop.TrainingLoop` that make batches."""
 
@@ -128,7 +156,7 @@ class BatchSteps:
 
     @staticmethod
     def _n_rows(tensors):
-        if isinstance(tensors, LazyRows):
+        if isinstance(tensors, (LazyRows, RowSubset)):
             return len(tensors)
         return len(next(iter(tensors.values())))
 
@@ -157,7 +185,9 @@ class BatchSteps:
             yield from self._read_batches(tensors, [_positions(b) for b in batches])
             return
         for rows in batches:
-            if isinstance(rows, slice):
+            if isinstance(tensors, RowSubset):
+                yield tensors.take(rows if isinstance(rows, slice) else rows.to(self.device_))
+            elif isinstance(rows, slice):
                 yield {k: v[rows] for k, v in tensors.items()}
             else:
                 rows = rows.to(self.device_)
@@ -181,7 +211,10 @@ class BatchSteps:
             return
         for rows in batches:
             rows = rows.to(self.device_)  # (index_select: half the cost of v[rows])
-            batch = {k: v.index_select(0, rows) for k, v in train.items()}
+            if isinstance(train, RowSubset):
+                batch = train.take(rows)
+            else:
+                batch = {k: v.index_select(0, rows) for k, v in train.items()}
             yield (batch, 1.0) if size == 1 else shard(batch, len(rows))
 
 

@@ -23,7 +23,7 @@ from ..exceptions import (
     TrainingDivergedError,
     TrainingInterruptedWarning,
 )
-from ._batches import TRIM_EVERY, BatchSteps
+from ._batches import TRIM_EVERY, BatchSteps, RowSubset
 from ._callbacks import Callback, EpochPrinter, ProgressBar, TensorBoardLogger
 from ._checkpoint import Checkpointer, canonical
 from ._device import (
@@ -240,6 +240,12 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
             state.split_seed = int(torch.randint(2**31 - 1, (1,), generator=self._generator))
         return state.split_seed
 
+    #: Whether the validation split of in-memory data keeps its rows as views of the
+    #: whole tensors (:class:`~skinverse._base._batches.RowSubset`) instead of copies:
+    #: for estimators whose batches come only from the loop's batch iterators (image
+    #: reconstruction, where a copy of the data is hundreds of MB).
+    _split_in_place = False
+
     def _split(self, tensors, data):
         """Hold out ``validation_fraction`` of the samples (stratified when possible)."""
         n = self._n_rows(tensors)
@@ -258,6 +264,10 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
         if isinstance(tensors, LazyRows):
             return (LazyRows(tensors.plan, tensors.rows[train_idx]),
                     LazyRows(tensors.plan, tensors.rows[val_idx]))
+        if self._split_in_place:
+            device = next(iter(tensors.values())).device
+            return tuple(RowSubset(tensors, torch.as_tensor(idx, device=device))
+                         for idx in (train_idx, val_idx))
         take = lambda idx: {  # noqa: E731
             k: v[torch.as_tensor(idx, device=v.device)] for k, v in tensors.items()
         }
