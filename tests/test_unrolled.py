@@ -232,7 +232,7 @@ def test_deepinpy_h5_loader(tmp_path, mri):
 def test_bf16_denoiser_tracks_float32(mri):
     X, y, maps, masks = mri
     params = dict(n_unrolls=2, width=4, depth=1, max_epochs=2, random_state=0)
-    full = UnrolledRegressor(**params).fit(X, y, maps=maps, masks=masks)
+    full = UnrolledRegressor(mixed_precision=None, **params).fit(X, y, maps=maps, masks=masks)
     half = UnrolledRegressor(mixed_precision="bf16", **params).fit(X, y, maps=maps, masks=masks)
     args = dict(maps=maps, masks=masks)
     np.testing.assert_allclose(half.predict(X, **args), full.predict(X, **args), atol=0.05)

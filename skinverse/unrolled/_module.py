@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..operators import LinearOperator
+from ._threshold import soft_threshold
 
 
 def _softplus_inverse(value):
@@ -115,7 +116,16 @@ class UnrolledModule(nn.Module):
         self.cg_iterations.append(n_iter)
         return x
 
+    #: tau of the soft threshold of the output's magnitudes (``_threshold``), chosen
+    #: after training and 0 while training; a class attribute so that modules pickled
+    #: before it existed still load.
+    output_threshold = 0.0
+
     def forward(self, y, operator, params):
+        x = self._reconstruct(y, operator, params)
+        return soft_threshold(x, self.output_threshold) if self.output_threshold else x
+
+    def _reconstruct(self, y, operator, params):
         adjoint = operator.adjoint(y, **params)
         lam = self.lam
         x = adjoint / self.norm_squared if self.norm_squared != 1.0 else adjoint
