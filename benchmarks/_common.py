@@ -31,3 +31,18 @@ def write_json(name, payload, path=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     print(f"wrote {path}")
+
+
+def parse_overrides(items):
+    """``['key=value', ...]`` -> ``{key: value}``, each value a Python literal or else the
+    plain string (``--set width=16 mixed_precision=None denoiser=unet``)."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out

@@ -10,6 +10,7 @@ photographs.
 
     python benchmarks/bench_unrolled_deblur.py [--size 32] [--train 400] [--test 100]
                                                [--blur 1.5] [--noise 0.01]
+                                               [--set key=value ...]
 
 Target (issue #13): MoDL's PSNR and SSIM both above the best classical baseline.
 """
@@ -20,7 +21,7 @@ import warnings
 
 import numpy as np
 import torch
-from _common import print_table, write_json
+from _common import parse_overrides, print_table, write_json
 
 from skinverse.datasets import load_sample_patches, make_textured_images
 from skinverse.metrics import psnr, ssim
@@ -70,6 +71,8 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="override the default max_epochs (for a quick run)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="MoDL parameters, key=value (Python literal), e.g. width=16")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -100,6 +103,7 @@ def main(argv=None):
     seconds, epochs = {}, {}
     for loss in args.losses:
         params = {"max_epochs": args.max_epochs} if args.max_epochs else {}
+        params.update(parse_overrides(args.set))
         model = UnrolledRegressor(operator=blur, loss=loss, random_state=0, device="cpu",
                                   **params)
         start = time.process_time()

@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 
-from _common import print_table, write_json
+from _common import parse_overrides, print_table, write_json
 
 CHILD = r"""
 import json, resource, sys, time, warnings
@@ -141,17 +141,6 @@ def cg_sense(X, y, maps, masks, n_train, n_test):
     return lam, float(psnr(t, p)), float(ssim(t, p, image_shape=(64, 64)))
 
 
-def _parse(item):
-    """'key=value' -> (key, value as a Python literal, or the plain string)."""
-    import ast
-
-    key, value = item.split("=", 1)
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=400)
@@ -162,7 +151,7 @@ def main(argv=None):
     parser.add_argument("--set", nargs="*", default=[], help="key=value (Python literal)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    overrides = dict(_parse(item) for item in args.set)
+    overrides = parse_overrides(args.set)
     import tempfile
 
     folder = tempfile.TemporaryDirectory()
