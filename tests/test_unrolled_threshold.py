@@ -11,7 +11,7 @@ from skinverse.datasets import make_mri_data, make_phantoms
 from skinverse.metrics import ssim
 from skinverse.unrolled import UnrolledRegressor
 from skinverse.unrolled._losses import per_sample_loss
-from skinverse.unrolled._threshold import GRID, soft_threshold
+from skinverse.unrolled._threshold import GRID, MIN_GAIN, soft_threshold
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 SMALL = dict(n_unrolls=2, width=4, depth=1, max_epochs=3, learning_rate=1e-2,
@@ -64,8 +64,8 @@ def test_auto_threshold_is_the_grid_minimum_of_the_training_loss(mri):
     losses, psnrs = np.array([loss_and_psnr(scale * q) for q in GRID]).T
     allowed = psnrs >= psnrs[0] - 1e-6  # the threshold may not lower the PSNR
     best = np.argmin(np.where(allowed, losses, np.inf))
+    assert losses[best] < (1 - MIN_GAIN) * losses[0] and psnrs[best] >= psnrs[0] - 1e-6
     assert auto.output_threshold_ == pytest.approx(scale * GRID[best], rel=1e-5)
-    assert losses[best] < losses[0] and psnrs[best] >= psnrs[0] - 1e-6
     # the thresholded predictions are the unthresholded ones, shrunk
     pred = auto.predict(X, **args)
     shrunk = soft_threshold(images, auto.output_threshold_)
@@ -74,6 +74,16 @@ def test_auto_threshold_is_the_grid_minimum_of_the_training_loss(mri):
     p_auto = np.sqrt(pred[:, :256] ** 2 + pred[:, 256:] ** 2)
     p_off = np.abs(images.numpy()).reshape(len(raw), -1)
     assert ssim(t, p_auto, image_shape=(16, 16)) > ssim(t, p_off, image_shape=(16, 16))
+
+
+def test_a_threshold_that_gains_less_than_min_gain_is_not_kept(mri, monkeypatch):
+    """The same fit as above with the bar raised above the gain: no threshold."""
+    from skinverse.unrolled import _threshold
+
+    X, y, maps, masks = mri
+    monkeypatch.setattr(_threshold, "MIN_GAIN", 0.99)
+    est = UnrolledRegressor(early_stopping=False, **SMALL).fit(X, y, maps=maps, masks=masks)
+    assert est.output_threshold_ == 0.0
 
 
 def test_threshold_is_off_for_cg_sense_and_a_given_value_is_kept(mri):

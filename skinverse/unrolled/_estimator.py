@@ -174,8 +174,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         consistency puts back into an empty background. ``'auto'``: the value, among 0
         and 36 fractions (1e-4 to 0.3) of the references' median peak that do not lower
         the PSNR of the validation images (training images without a split), of lowest
-        mean ``loss`` there, when training ends; 0 for 'cg-sense'. A float: that
-        :math:`\tau` in the images' units.
+        mean ``loss`` there if it lowers it by 1 %, when training ends; 0 for
+        'cg-sense'. A float: that :math:`\tau` in the images' units.
     mixed_precision : {'auto', 'bf16', 'fp16'} or None, default='auto'
         Run the denoiser under ``torch.autocast`` (fp16 with loss scaling on CUDA); the
         operator, conjugate gradients, the output and the loss stay in ``dtype``.
