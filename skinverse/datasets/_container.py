@@ -52,7 +52,7 @@ class MultiCoilData:
     >>> data, images = make_mri_data(make_phantoms(12, 16, random_state=0), n_coils=2,
     ...                              acceleration=2, random_state=0, as_container=True)
     >>> data.shape, images.dtype
-    ((12, 2, 16, 16), dtype('complex128'))
+    ((12, 2, 16, 16), dtype('complex64'))
     >>> est = UnrolledRegressor(method="cg-sense", lam=1e-3, max_epochs=1)
     >>> scores = cross_val_score(est, data, images, cv=3)  # maps and masks follow the folds
     >>> bool(np.all(scores > 15))  # PSNR in dB of each fold
