@@ -13,9 +13,10 @@ of the images' typical peak (the median over the held-out references of each one
 largest magnitude), the value whose reconstructions have the lowest mean training loss
 on the validation images (the training images without a validation split), among those
 that do not lower their PSNR (the estimator's score): the threshold never trades PSNR
-for SSIM. It is kept only if it lowers that loss by at least ``MIN_GAIN`` (1 %). Measured on ``bench_unrolled.py``'s held-out phantoms for a MoDL trained
-without it: SSIM 0.848 -> 0.930 and PSNR 34.23 -> 34.49 dB at :math:`\tau` = 0.5 % of
-the peak, 0.967 and 34.17 dB at 1 % (the loss's own optimum, 2 %, costs 1.6 dB).
+for SSIM. It is kept only if it lowers that loss by at least ``MIN_GAIN`` (1 %).
+Measured on ``bench_unrolled.py``'s held-out phantoms for a MoDL trained without it:
+SSIM 0.848 -> 0.930 and PSNR 34.23 -> 34.49 dB at :math:`\tau` = 0.5 % of the peak,
+0.967 and 34.17 dB at 1 % (the loss's own optimum, 2 %, costs 1.6 dB).
 
 M. Lustig, D. Donoho, J. M. Pauly, "Sparse MRI: the application of compressed sensing
 for rapid MR imaging", Magn. Reson. Med. 58(6), 2007.
