@@ -300,3 +300,24 @@ def test_multicoil_normal_equals_adjoint_of_forward(shape):
     torch.testing.assert_close(op.normal(x, maps=maps, mask=mask),
                                op.adjoint(op.forward(x, maps=maps, mask=mask), maps=maps,
                                           mask=mask), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tol, gain", [("auto", 0.02), (0.3, 0.3)])
+def test_stopping_and_plateau_count_gains_of_tol_db(mri, tol, gain):
+    """tol='auto' is 0.02 dB of validation PSNR for the stopping rule and the plateau
+    schedule alike; replaying the rule on the recorded scores gives the stopping epoch."""
+    X, y, maps, masks = mri
+    est = UnrolledRegressor(n_unrolls=1, width=4, depth=1, early_stopping=True, tol=tol,
+                            n_iter_no_change=3, max_epochs=25, learning_rate=3e-3,
+                            random_state=0).fit(X, y, maps=maps, masks=masks)
+    best, count, stop = -np.inf, 0, None
+    for epoch, score in enumerate(est.validation_scores_, 1):
+        count = 0 if score >= best + gain else count + 1
+        best = max(best, score)
+        if count >= 3:
+            stop = epoch
+            break
+    assert est.n_iter_ == (stop or 25)
+    assert est.training_state_.stop_reason == ("converged" if stop else "max_epochs")
+    assert (est.scheduler_.threshold, est.scheduler_.threshold_mode) == (gain, "abs")
+    assert est._stopping_tol(False) == (1e-4 if tol == "auto" else tol)

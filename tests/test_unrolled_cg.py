@@ -108,3 +108,53 @@ def test_modl_parameter_gradients_match_the_unrolled_reference():
         grads[how] = [p.grad.clone() for p in module.parameters()]
     for got, expected in zip(grads["implicit"], grads["unrolled"]):
         torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("backward_tol", [None, 0.1])
+def test_backward_solve_is_plain_cg_at_backward_tol(backward_tol):
+    """The implicit backward pass is CG on the incoming gradient, stopped at
+    ``backward_tol`` (``tol`` when None); with 0.1 it is within a few per cent of the
+    exact vector-Jacobian product and needs fewer iterations."""
+    op = _mri()
+    b = _complex((2, 8, 8), 5).requires_grad_()
+    weights = _complex((2, 8, 8), 6)
+    x, _ = conjugate_gradient_implicit(op.normal, b, 0.1, None, 50, 1e-12, backward_tol)
+    (grad,) = torch.autograd.grad(_loss(x, weights), b)
+    incoming = weights + x.detach()  # d loss / d x, complex convention of autograd
+    apply = lambda v: op.normal(v) + 0.1 * v  # noqa: E731
+    expected, _ = conjugate_gradient(apply, incoming, None, 50, backward_tol or 1e-12)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+    exact = torch.linalg.solve(_dense_normal(op, 0.1), incoming.reshape(2, -1).T).T
+    error = float((grad.reshape(2, -1) - exact).norm() / exact.norm())
+    assert error < (1e-10 if backward_tol is None else 0.1)
+    if backward_tol is not None:
+        assert error > 1e-6  # the looser solve is used, not the exact one
+        _, n_loose = conjugate_gradient(apply, incoming, None, 50, backward_tol)
+        _, n_tight = conjugate_gradient(apply, incoming, None, 50, 1e-12)
+        assert n_loose < n_tight
+
+
+def _dense_normal(op, lam):
+    n = int(np.prod(op.input_shape))
+    eye = torch.eye(n, dtype=torch.complex128).reshape(n, *op.input_shape)
+    return op.normal(eye).reshape(n, n).T + lam * torch.eye(n, dtype=torch.complex128)
+
+
+def test_estimator_cg_tolerances_follow_the_denoiser_precision():
+    from skinverse.datasets import make_mri_data, make_phantoms
+    from skinverse.unrolled import UnrolledRegressor
+    from skinverse.unrolled._scale import cg_tolerance
+
+    assert cg_tolerance("auto", torch.float32) == pytest.approx(2.0**-11.5)
+    assert cg_tolerance("auto", torch.float32, torch.bfloat16) == 2.0**-7 / 8
+    assert cg_tolerance("auto", torch.float32, torch.float16) == pytest.approx(2.0**-11.5)
+    assert cg_tolerance(1e-5, torch.float32, torch.bfloat16) == 1e-5
+    X, y, maps, masks = make_mri_data(make_phantoms(4, 8, random_state=0), 2, 2, 0.01,
+                                      random_state=0)
+    for precision, method, tol in [("bf16", "modl", 2.0**-10), (None, "modl", 2.0**-11.5),
+                                   ("bf16", "cg-sense", 2.0**-11.5)]:
+        est = UnrolledRegressor(method=method, mixed_precision=precision, n_unrolls=1,
+                                width=4, depth=1, max_epochs=1, random_state=0)
+        module = est.fit(X, y, maps=maps, masks=masks).module_
+        assert module.cg_tol == pytest.approx(tol)
+        assert module.cg_backward_tol == 0.1

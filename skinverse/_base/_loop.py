@@ -50,6 +50,7 @@ from ._sources import (
 from ._state import BestWeights, DivergenceGuard, TrainingState
 from ._warn import warn_user
 
+
 class TrainingLoop(OptimizerSetup, BatchSteps):
     """The lifecycle methods of :class:`~skinverse.base.BaseTorchEstimator` (a base class
     of it, with no state of its own: everything a fit carries is in ``training_state_``)."""
@@ -268,7 +269,7 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
             device = next(iter(tensors.values())).device
             return tuple(RowSubset(tensors, torch.as_tensor(idx, device=device))
                          for idx in (train_idx, val_idx))
-        take = lambda idx: {  # noqa: E731
+        take = lambda idx: {
             k: v[torch.as_tensor(idx, device=v.device)] for k, v in tensors.items()
         }
         return take(train_idx), take(val_idx)
@@ -472,13 +473,20 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
         finally:
             self.module_.load_state_dict(raw)
 
+    def _stopping_tol(self, validating):
+        """``tol`` in the units of the monitored quantity (the validation score when
+        ``validating``, else the training loss); estimators with a ``tol='auto'``
+        resolve it here."""
+        return self.tol
+
     def _update_stopping(self, state, loss, score):
         """sklearn's MLP rule: count epochs that do not improve by more than ``tol``."""
+        tol = self._stopping_tol(score is not None)
         if score is not None:
-            improved = score >= state.best_validation_score + self.tol
+            improved = score >= state.best_validation_score + tol
             state.best_validation_score = max(state.best_validation_score, score)
         else:
-            improved = loss <= state.best_loss - self.tol
+            improved = loss <= state.best_loss - tol
         state.best_loss = min(state.best_loss, loss)
         state.no_improvement_count = 0 if improved else state.no_improvement_count + 1
         return improved

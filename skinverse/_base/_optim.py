@@ -78,4 +78,13 @@ class OptimizerSetup:
             return sched.CosineAnnealingLR(optimizer, T_max=self.max_epochs)
         mode = "max" if self._validates() else "min"
         patience = max(1, self.n_iter_no_change // 2)
-        return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
+        threshold = self._plateau_threshold()
+        if threshold is None:  # torch's default: a relative gain of 1e-4
+            return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
+        return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience,
+                                       threshold=threshold, threshold_mode="abs")
+
+    def _plateau_threshold(self):
+        """An absolute gain below which ``lr_schedule='plateau'`` counts an epoch as
+        stalled, or ``None`` for torch's relative 1e-4."""
+        return

@@ -98,6 +98,8 @@ class UnrolledModule(nn.Module):
     #: iterations, the reference). A class attribute so that modules pickled before it
     #: existed still load.
     cg_backward = "implicit"
+    #: Relative residual at which the implicit backward solve stops (``None``: ``cg_tol``).
+    cg_backward_tol = None
 
     #: Recompute each denoiser's activations in the backward pass instead of keeping them
     #: (torch.utils.checkpoint): training memory of one denoiser call instead of
@@ -110,6 +112,8 @@ class UnrolledModule(nn.Module):
         return net(inputs)
 
     def _solve(self, operator, b, lam, x0, params):
+        if self.cg_backward_tol is not None:  # (operators of old code take no such key)
+            params = {**params, "backward_tol": self.cg_backward_tol}
         x, n_iter = operator.solve_normal(b, lam, x0=x0, max_iter=self.cg_max_iter,
                                           tol=self.cg_tol, differentiate=self.cg_backward,
                                           **params)

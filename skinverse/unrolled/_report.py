@@ -5,6 +5,8 @@ import numpy as np
 import torch
 
 from .._base import to_numpy
+from .._base._batches import RowSubset
+from .._base._sources import LazyRows
 from ..metrics import psnr, ssim
 
 
@@ -37,6 +39,33 @@ def magnitudes(flat):
     """Magnitudes of flat (n, 2 * d) real-and-imaginary rows."""
     two = np.asarray(flat).reshape(len(flat), 2, -1)
     return np.sqrt(two[:, 0] ** 2 + two[:, 1] ** 2)
+
+
+def validation_psnr(est, val):
+    """Mean PSNR of the magnitude images of a validation split, batch by batch (the
+    whole split at once for real images: one range for the set, as ``score``)."""
+    if est._real_data:
+        with torch.no_grad():
+            pred = to_numpy(est._forward(val["X"]))
+        return est._psnr(to_numpy(val["y"]), pred)
+    peaks, errors = [], []
+    with torch.no_grad():
+        for batch in est._iter_batches(val, shuffle=False):
+            pred = to_numpy(est._forward(batch["X"], batch.get("maps"), batch.get("masks")))
+            ref, rec = magnitudes(to_numpy(batch["y"])), magnitudes(pred)
+            peaks.append(ref.max(axis=1))
+            errors.append(((rec - ref) ** 2).mean(axis=1))
+    return weighted_psnr(np.concatenate(peaks), np.concatenate(errors), None)
+
+
+def first_example(est, train):
+    """The first training sample, on the device (for the TensorBoard panels)."""
+    if isinstance(train, LazyRows):
+        data = est._validate_lazy_batch(train.plan, train.rows[:1])
+        return {k: v.to(est.device_) for k, v in est._cpu_tensors(data).items()}
+    if isinstance(train, RowSubset):
+        return train.take(slice(0, 1))
+    return {k: v[:1] for k, v in train.items() if v is not None}
 
 
 def log_panels(est, writer, epoch):

@@ -40,11 +40,20 @@ N_NORM_SAMPLES = 8
 POWER_ITERATIONS = 50
 
 
-def cg_tolerance(cg_tol, dtype):
-    """``cg_tol`` with ``'auto'`` resolved: the square root of the dtype's epsilon."""
+#: Relative residual of the implicit backward solve in training (or ``cg_tol`` if larger):
+#: 6 iterations instead of 10 on the MRI benchmark, a gradient within 4 % of the exact
+#: one where one mini-batch's gradient scatters by 36 % from another's.
+BACKWARD_TOL = 0.1
+
+
+def cg_tolerance(cg_tol, dtype, autocast=None):
+    """``cg_tol`` with ``'auto'`` resolved: the square root of the dtype's epsilon, or an
+    eighth of the epsilon of a low-precision denoiser (``autocast``) if larger: bf16
+    rounds its output to 2**-8 relative, so solving below ~1e-3 refines noise."""
     if cg_tol != "auto":
         return float(cg_tol)
-    return math.sqrt(torch.finfo(dtype).eps)
+    tol = math.sqrt(torch.finfo(dtype).eps)
+    return tol if autocast is None else max(tol, torch.finfo(autocast).eps / 8)
 
 
 def lam_parameters(lam, method, norm_squared):
@@ -128,5 +137,5 @@ def least_squares_operator(X, y):
     return MatrixOperator(solution.T)
 
 
-__all__ = ["LAM_AUTO", "cg_tolerance", "lam_parameters", "least_squares_operator",
+__all__ = ["BACKWARD_TOL", "LAM_AUTO", "cg_tolerance", "lam_parameters", "least_squares_operator",
            "noise_radius", "operator_norm_squared", "per_sample_norm_squared"]
