@@ -16,7 +16,10 @@ IMNN (fitted with only ``simulator``, ``theta_fid``, ``random_state``): Gaussian
 variance, mean and variance, linear models with 1-3 parameters, exponential rate,
 Laplace location, log-normal location; 5 to 100 data points, noise levels putting det F
 between 1e-1 and 1e6. Metric: det F of the fitted summaries on fresh simulations
-(``fisher_information``, mean of 3 sets of 5000) over the analytic det F.
+(``fisher_information``, mean of 3 sets of 5000) over the analytic det F; and the same
+on 2 sets of 50,000 ("ratio 50k"): where the optimal summary is steep (Laplace location)
+one set of 5000 scatters by 2-4 %, so the worst of many 5000-set means is pulled down by
+the yardstick's own noise.
 Targets: worst >= 0.95, median >= 0.98, each fit under 2 minutes on 2 CPU cores. The
 table gives per fit the steps, wall and process CPU seconds and the network that
 ``architecture='auto'`` built; more draws of the family: more ``--seeds``.
@@ -141,15 +144,19 @@ def run_imnn(kind, seed, n_sets=3):
     dets = [np.linalg.det(imnn.fisher_information(n_simulations=5000,
                                                   random_state=10_000 + seed * 10 + s))
             for s in range(n_sets)]
+    large = [np.linalg.det(imnn.fisher_information(n_simulations=50_000,
+                                                   random_state=20_000 + seed * 10 + s))
+             for s in range(2)]
     return {"estimator": "IMNNTransformer", "problem": f"{problem.name} ({kind})",
             "seed": seed, "n_data": problem.simulator.n_data, "analytic_detF": analytic,
+            "ratio_50k": float(np.mean(large)) / analytic,
             "detF": float(np.mean(dets)), "ratio": float(np.mean(dets)) / analytic,
             "ratio_sd": float(np.std(dets)) / analytic, "epochs": imnn.n_iter_,
             "architecture": imnn.architecture_, "seconds": seconds, "cpu_seconds": cpu}
 
 
-def summarise(rows, better):
-    ratios = np.array([r["ratio"] for r in rows])
+def summarise(rows, better, key="ratio"):
+    ratios = np.array([r[key] for r in rows])
     worst = ratios.max() if better == "low" else ratios.min()
     return {"worst": float(worst), "median": float(np.median(ratios)), "n": len(rows)}
 
@@ -186,10 +193,12 @@ def main(argv=None):
                 rows.append(run_imnn(kind, seed))
                 row = rows[-1]
                 print(f"IMNN {row['problem']:<40} seed {seed}  N {row['n_data']}  det F "
-                      f"{row['analytic_detF']:.3g}  ratio {row['ratio']:.3f}  "
+                      f"{row['analytic_detF']:.3g}  ratio {row['ratio']:.3f} "
+                      f"(50k: {row['ratio_50k']:.3f})  "
                       f"{row['epochs']} steps  {row['seconds']:.0f} s ({row['cpu_seconds']:.0f} "
                       f"s CPU)  {row['architecture']}", flush=True)
         result["imnn"] = {"rows": rows, **summarise(rows, "high")}
+        result["imnn_50k"] = summarise(rows, "high", "ratio_50k")
     print()
     for key, target in (("rim", "worst <= 1.10, median <= 1.03"),
                         ("imnn", "worst >= 0.95, median >= 0.98, fit < 120 s")):
@@ -198,11 +207,18 @@ def main(argv=None):
         table = [{"problem": r["problem"], "seed": r["seed"], "ratio": f"{r['ratio']:.3f}",
                   "steps": r["epochs"], "fit s": f"{r['seconds']:.0f}",
                   "cpu s": f"{r.get('cpu_seconds', float('nan')):.0f}",
+                  "ratio 50k": f"{r['ratio_50k']:.3f}" if "ratio_50k" in r else "",
                   "network": r.get("architecture", "")}
                  for r in result[key]["rows"]]
-        print_table(table, ["problem", "seed", "ratio", "steps", "fit s", "cpu s", "network"])
+        print_table(table, ["problem", "seed", "ratio", "ratio 50k", "steps", "fit s", "cpu s",
+                            "network"])
         print(f"{key}: worst {result[key]['worst']:.3f}, median {result[key]['median']:.3f} "
-              f"over {result[key]['n']} fits; targets {target}\n")
+              f"over {result[key]['n']} fits; targets {target}")
+        if key == "imnn":
+            large = result["imnn_50k"]
+            print(f"imnn on 2 x 50,000 fresh simulations: worst {large['worst']:.3f}, "
+                  f"median {large['median']:.3f}")
+        print()
     write_json("bench_defaults", result, args.output)
 
 

@@ -24,6 +24,7 @@ from ._readout import _Readout
 from ._steps import _FisherSteps
 
 _RECORDS = ("detF", "detC", "detinvC", "Lambda2", "r")
+_SMOOTHING = 0.05  # weight of the newest step in the validation score's running average
 
 
 @doc_defaults(
@@ -176,7 +177,14 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _Readout, _FisherSteps,
     by 10 after ``n_iter_no_change // 2`` steps without a new best
     (``lr_schedule='plateau'``), training stops after ``n_iter_no_change`` (400) such
     steps, and the best weights are restored. With a simulator every step sees fresh
-    simulations, so the training loss itself is too noisy to stop on. The validation
+    simulations, so the training loss itself is too noisy to stop on. The score that
+    stopping, the schedule and the best weights follow (``validation_scores_``) is the
+    validation :math:`\ln\det F` averaged exponentially over steps, with weight 0.05
+    for the newest (about the last 20 steps): where the optimal summary is steep, as
+    :math:`\operatorname{sign}(x - \theta)`, one step's value scatters by 10 % from the
+    next, and the maximum of the raw values stopped training at a lucky early step
+    (Laplace location from 18 points: 0.940 of the analytic :math:`\det F`, 0.956 with
+    the average; 0.955 and 0.976 with another seed). The validation
     score is noisy too (a few per cent with :math:`n_s` simulations), and its maximum over
     hundreds of steps is biased upwards, most where :math:`\det F` comes from few data
     points: at the end of a simulator fit the restored weights and the last ones are
@@ -336,6 +344,18 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _Readout, _FisherSteps,
 
     def _validation_logdet(self, val):
         return float(np.log(max(self._validation_record(val)["detF"], 1e-300)))
+
+    def _score_candidate(self, state, val):
+        """The validation :math:`\\ln\\det F`, averaged exponentially over steps (see
+        Notes); the step's own value is in ``history_['val_detF']``."""
+        score = super()._score_candidate(state, val)
+        previous = state.extra.get("validation_average")
+        if not np.isfinite(score):
+            return score
+        if previous is not None and state.best_validation_score > -np.inf:
+            score = previous + _SMOOTHING * (score - previous)
+        state.extra["validation_average"] = score
+        return score
 
     def _validation_score(self, val):
         record = self._validation_record(val)
