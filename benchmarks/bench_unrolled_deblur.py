@@ -104,8 +104,8 @@ def main(argv=None):
     for loss in args.losses:
         params = {"max_epochs": args.max_epochs} if args.max_epochs else {}
         params.update(parse_overrides(args.set))
-        model = UnrolledRegressor(operator=blur, loss=loss, random_state=0, device="cpu",
-                                  **params)
+        model = UnrolledRegressor(**{"operator": blur, "loss": loss, "random_state": 0,
+                                     "device": "cpu", **params})
         start = time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -157,8 +157,9 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         Gradient of the data-consistency solves: 'implicit' runs one more CG solve of
         :math:`(A^H A + \lambda I)` in the backward pass (training memory flat in
         ``cg_max_iter``, about 2x faster), to a relative residual of 0.1 (or ``cg_tol``
-        if larger): a gradient within ~4 % of the exact one, against a scatter of ~36 %
-        between mini-batches (MRI benchmark), in 6 iterations instead of 10; 'unrolled'
+        if larger): a gradient within ~4 % of the exact one, against a scatter of ~20 %
+        between mini-batches (MRI phantoms, ``bench_unrolled_gradient.py``), in 6
+        iterations instead of 10; 'unrolled'
         back-propagates through the CG iterations (the reference).
     checkpoint_denoiser : bool, default=False
         Recompute the denoiser's activations in the backward pass instead of keeping

@@ -41,8 +41,8 @@ POWER_ITERATIONS = 50
 
 
 #: Relative residual of the implicit backward solve in training (or ``cg_tol`` if larger):
-#: 6 iterations instead of 10 on the MRI benchmark, a gradient within 4 % of the exact
-#: one where one mini-batch's gradient scatters by 36 % from another's.
+#: 6 iterations instead of 10 on MRI phantoms, a gradient within 4 % of the exact one
+#: where mini-batch gradients scatter by 20 % (benchmarks/bench_unrolled_gradient.py).
 BACKWARD_TOL = 0.1
 
 
