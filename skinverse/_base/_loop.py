@@ -50,7 +50,6 @@ from ._sources import (
 from ._state import BestWeights, DivergenceGuard, TrainingState
 from ._warn import warn_user
 
-
 class TrainingLoop(OptimizerSetup, BatchSteps):
     """The lifecycle methods of :class:`~skinverse.base.BaseTorchEstimator` (a base class
     of it, with no state of its own: everything a fit carries is in ``training_state_``)."""
@@ -269,7 +268,7 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
             device = next(iter(tensors.values())).device
             return tuple(RowSubset(tensors, torch.as_tensor(idx, device=device))
                          for idx in (train_idx, val_idx))
-        take = lambda idx: {
+        take = lambda idx: {  # noqa: E731
             k: v[torch.as_tensor(idx, device=v.device)] for k, v in tensors.items()
         }
         return take(train_idx), take(val_idx)

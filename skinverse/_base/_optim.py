@@ -87,4 +87,4 @@ class OptimizerSetup:
     def _plateau_threshold(self):
         """An absolute gain below which ``lr_schedule='plateau'`` counts an epoch as
         stalled, or ``None`` for torch's relative 1e-4."""
-        return
+        return None

@@ -159,8 +159,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         ``cg_max_iter``, about 2x faster), to a relative residual of 0.1 (or ``cg_tol``
         if larger): a gradient within ~4 % of the exact one, against a scatter of ~20 %
         between mini-batches (MRI phantoms, ``bench_unrolled_gradient.py``), in 6
-        iterations instead of 10; 'unrolled'
-        back-propagates through the CG iterations (the reference).
+        iterations instead of 10; 'unrolled' back-propagates through the CG iterations
+        (the reference).
     checkpoint_denoiser : bool, default=False
         Recompute the denoiser's activations in the backward pass instead of keeping
         them for every unroll: about 2.5x less training memory for about 1.4x the time.

@@ -137,5 +137,6 @@ def least_squares_operator(X, y):
     return MatrixOperator(solution.T)
 
 
-__all__ = ["BACKWARD_TOL", "LAM_AUTO", "cg_tolerance", "lam_parameters", "least_squares_operator",
-           "noise_radius", "operator_norm_squared", "per_sample_norm_squared"]
+__all__ = ["BACKWARD_TOL", "LAM_AUTO", "cg_tolerance", "lam_parameters",
+           "least_squares_operator", "noise_radius", "operator_norm_squared",
+           "per_sample_norm_squared"]
