@@ -112,8 +112,8 @@ class UnrolledModule(nn.Module):
         return net(inputs)
 
     def _solve(self, operator, b, lam, x0, params):
-        if self.cg_backward_tol is not None:  # (operators of old code take no such key)
-            params = {**params, "backward_tol": self.cg_backward_tol}
+        if self.cg_backward_tol is not None and self.cg_backward == "implicit":
+            params = {**params, "backward_tol": self.cg_backward_tol}  # only it has one
         x, n_iter = operator.solve_normal(b, lam, x0=x0, max_iter=self.cg_max_iter,
                                           tol=self.cg_tol, differentiate=self.cg_backward,
                                           **params)
