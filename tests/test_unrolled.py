@@ -165,6 +165,19 @@ def test_bad_inputs_get_clear_errors(mri):
         est.fit(X, y, maps=maps)
 
 
+def test_a_real_operator_names_the_array_of_the_wrong_size():
+    from skinverse.operators import Blur, gaussian_kernel
+
+    blur = Blur(gaussian_kernel(3, 1.0), input_shape=(8,))
+    X, y = np.zeros((12, 8)), np.zeros((12, 8))
+    est = UnrolledRegressor(operator=blur, max_epochs=1)
+    for bad_y in (y[:, :5], y[:, 0], np.zeros((12, 16 + 1))):
+        with pytest.raises(ValueError, match="^y has .* input_shape"):
+            est.fit(X, bad_y)
+    with pytest.raises(ValueError, match="^X has 5 features but the operator's output_shape"):
+        est.fit(X[:, :5], y)
+
+
 def test_lstsq_operator_of_low_rank_signals_warns():
     """Training signals that span fewer dimensions than they have leave the least-squares
     operator blind to the rest (constant y: rank 1 of 4): fit says so; full-rank signals
@@ -286,7 +299,18 @@ def test_a_real_operator_on_real_images_is_tikhonov_deblurring():
     modl = UnrolledRegressor(operator=blur, width=4, depth=1, n_unrolls=2, max_epochs=2,
                              loss="ssim+l1", random_state=0, device="cpu").fit(X, images)
     assert modl.predict(X).shape == images.shape and modl.image_shape_ == (8, 8)
-    assert np.isfinite(modl.score(X, images))
+    # the score of real images: per-image PSNRs against the range of y as a set, averaged
+    from skinverse.metrics import psnr
+
+    span = images.max() - images.min()
+    expected = psnr(images, sense.predict(X), data_range=span)
+    assert sense.score(X, images) == pytest.approx(expected, rel=1e-9)
+    low = 0.5 + 0.02 * (images - 0.5)  # a low-contrast set: its own, smaller range
+    span_low = low.max() - low.min()
+    assert sense.score(X, low) == pytest.approx(
+        psnr(low, sense.predict(X), data_range=span_low), rel=1e-9)
+    per_row = 10 * np.log10(span**2 / ((sense.predict(X) - images) ** 2).mean(axis=1))
+    assert sense.score(X, images) == pytest.approx(per_row.mean(), rel=1e-9)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (6, 10), (8, 6), (7, 5)])

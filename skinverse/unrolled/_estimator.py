@@ -25,18 +25,16 @@ from .._base._sources import LazyPlan
 from ..datasets._container import MultiCoilData, flat_to_images, images_to_flat
 from ..nn import DnCNN, ResNetDenoiser, UNet
 from ..operators import MultiCoilMRI
-from ._inputs import check_maps_and_masks, check_sizes
+from ._inputs import check_maps_and_masks, check_sizes, is_real_operator
 from ._losses import LOSSES, per_sample_loss
 from ._module import RealPartsOperator, UnrolledModule
 from ._report import (
     complex_images,
     first_example,
     log_panels,
-    magnitudes,
-    psnr_real,
     real_parts,
+    score_psnr,
     validation_psnr,
-    weighted_psnr,
 )
 from ._scale import (
     BACKWARD_TOL,
@@ -45,6 +43,7 @@ from ._scale import (
     least_squares_operator,
     noise_radius,
     operator_norm_squared,
+    signal_scale,
 )
 from ._threshold import fitted_threshold
 
@@ -207,6 +206,10 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         The :math:`\tau` of ``output_threshold`` in use.
     cg_iters_ : list of float
         Mean conjugate-gradient iterations per solve, per epoch.
+    signal_scale_ : float
+        The training images' median peak magnitude: the denoiser sees images in its units.
+    validation_psnr_ : list of float
+        Each epoch's validation PSNR (the loop follows its average, ``validation_scores_``).
     image_shape_ : tuple
     epsilon_ : float
         Data-consistency radius of 'dbp' (mean norm of the training noise).
@@ -336,7 +339,8 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         elif self._real_layout(X.shape[1], y_2d.shape[1], image_shape, kspace_shape):
             real = True  # a real operator (e.g. a blur) on real images
         else:
-            check_sizes(X.shape[1], y_2d.shape[1], image_shape, kspace_shape)
+            check_sizes(X.shape[1], y_2d.shape[1], image_shape, kspace_shape,
+                        real_operator=is_real_operator(self.operator))
         if reset:
             self.image_shape_, self._kspace_shape = image_shape, kspace_shape
             self.n_outputs_, self._real_data, self._y_is_1d = y_2d.shape[1], real, y.ndim == 1
@@ -349,8 +353,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
     def _real_layout(self, n_x, n_y, image_shape, kspace_shape):
         """A given real operator with X and y of its own sizes (one value per entry, no
         imaginary parts): real images, e.g. deblurring."""
-        op = self.operator
-        if op is None or isinstance(op, str) or getattr(op, "complex_input", False):
+        if not is_real_operator(self.operator):
             return False
         return n_x == int(np.prod(kspace_shape)) and n_y == int(np.prod(image_shape))
 
@@ -384,6 +387,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         module.autocast_dtype, module.cg_backward = low, self.cg_backward
         module.cg_backward_tol = max(tol, BACKWARD_TOL)
         module.checkpoint_denoiser = self.checkpoint_denoiser
+        self.signal_scale_ = module.signal_scale = signal_scale(self, data)
         return module
 
     def _to_complex(self, flat, shape):
@@ -408,13 +412,11 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         self.output_threshold_ = self.module_.output_threshold = tau
 
     def _history_attributes(self):
-        return {"cg_iters_": "cg_iterations"}
+        return {"cg_iters_": "cg_iterations", "validation_psnr_": "validation_psnr"}
 
     def _effective_batch_size(self, n):
-        """'auto': 8 images for image reconstruction, real (e.g. deblurring) or complex
-        (activations of every unroll are kept for the backward pass: ~58 MB per 64x64
-        image at the default width), ``min(200, n)`` for ``operator='lstsq'``. Real images
-        took the 'lstsq' rule before: 2 steps an epoch on 400 images."""
+        """'auto': 8 images (every unroll's activations are kept for the backward pass:
+        ~58 MB per 64x64 image), ``min(200, n)`` for ``operator='lstsq'``."""
         if self.batch_size == "auto" and not isinstance(self.operator, str):
             return min(8, n)
         return super()._effective_batch_size(n)
@@ -469,16 +471,15 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         return not isinstance(self.operator, str)
 
     def _validation_score(self, val):
-        """PSNR of the validation images (unweighted), batch by batch."""
-        return validation_psnr(self, val)
+        """PSNR of the validation images (unweighted), batch by batch; recorded, as the
+        loop follows its running average."""
+        score = validation_psnr(self, val)
+        self.training_state_.history["validation_psnr"].append(score)
+        return score
 
     def _psnr(self, truth, pred, sample_weight=None):
         """PSNR of :meth:`score` (the docstring there gives the formula)."""
-        if self._real_data:
-            return psnr_real(truth, np.asarray(pred, dtype=np.float64), sample_weight)
-        ref = magnitudes(truth)
-        est = magnitudes(pred)
-        return weighted_psnr(ref.max(axis=1), ((est - ref) ** 2).mean(axis=1), sample_weight)
+        return score_psnr(self._real_data, truth, pred, sample_weight)
 
     def _fit(self, X, y, **kwargs):
         super()._fit(X, y, **kwargs)
@@ -558,10 +559,11 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
             \mathrm{PSNR}_i = 10 \log_{10} \frac{\max_j |x_{ij}|^2}
             {\frac1d \sum_j (|\hat x_{ij}| - |x_{ij}|)^2},
 
-        averaged over samples with ``sample_weight``. For real data
-        (``operator='lstsq'``), one PSNR over the set: the range of ``y`` (its maximum
-        minus its minimum over all samples and outputs) against the ``sample_weight``-ed
-        mean squared error.
+        averaged over samples with ``sample_weight``. For real data (a real operator
+        such as a blur, or ``operator='lstsq'``), the same mean of per-sample PSNRs
+        against one range for all, that of ``y`` (its maximum minus its minimum over all
+        samples and outputs): :func:`skinverse.metrics.psnr` with ``data_range``, the
+        usual figure for images in a known range.
 
         Parameters
         ----------

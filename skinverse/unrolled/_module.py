@@ -45,6 +45,10 @@ class UnrolledModule(nn.Module):
     #: existed still load (with 1).
     lam_scale = 1.0
     norm_squared = 1.0
+    #: The images' typical peak magnitude (``signal_scale`` in _scale): the denoiser sees
+    #: ``x / signal_scale`` and its output is scaled back, so that a reconstruction in
+    #: any units is the one of unit-scale data, scaled (the rest of each scheme is linear).
+    signal_scale = 1.0
 
     def __init__(self, method, denoisers, n_unrolls, lam, learn_lam, cg_max_iter, cg_tol,
                  admm_iter=5, epsilon=None, step=1.0, lam_scale=1.0, norm_squared=1.0):
@@ -84,12 +88,17 @@ class UnrolledModule(nn.Module):
         # channels-last: oneDNN's convolutions run ~20 % faster on the CPU in that layout
         inputs = torch.stack([image.real, image.imag], dim=1).contiguous(
             memory_format=torch.channels_last)
+        scale = self.signal_scale
+        if scale != 1.0:
+            inputs = inputs / scale
         if self.autocast_dtype is None:
             out = self._run(net, inputs)
         else:  # the denoiser in low precision; data consistency stays in full precision
             with torch.autocast(inputs.device.type, dtype=self.autocast_dtype):
                 out = net(inputs)
             out = out.to(inputs.dtype)
+        if scale != 1.0:
+            out = out * scale
         out = torch.complex(out[:, 0], out[:, 1])
         return out[:, 0] if flat else out
 

@@ -29,10 +29,21 @@ def weighted_psnr(peak, mse, sample_weight):
 
 
 def psnr_real(truth, pred, sample_weight):
-    """One PSNR over the set: the range of ``y`` against the weighted mean squared error."""
+    """Mean of each sample's PSNR against one range for all, that of ``y`` as a set (as
+    :func:`skinverse.metrics.psnr` with ``data_range``)."""
     truth, pred = truth.reshape(len(truth), -1), pred.reshape(len(truth), -1)
-    mse = np.average(((pred - truth) ** 2).mean(axis=1), weights=sample_weight)
-    return weighted_psnr([truth.max() - truth.min()], [mse], None)
+    peak = np.full(len(truth), truth.max() - truth.min())
+    return weighted_psnr(peak, ((pred - truth) ** 2).mean(axis=1), sample_weight)
+
+
+def score_psnr(real_data, truth, pred, sample_weight):
+    """The estimator's score: per-image PSNRs averaged, against one range for real
+    images and each magnitude image's peak for complex ones."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if real_data:
+        return psnr_real(truth, pred, sample_weight)
+    ref, est = magnitudes(truth), magnitudes(pred)
+    return weighted_psnr(ref.max(axis=1), ((est - ref) ** 2).mean(axis=1), sample_weight)
 
 
 def magnitudes(flat):

@@ -107,6 +107,29 @@ def operator_norm_squared(est, data):
     return per_sample_norm_squared(lambda v: operator.normal(v, **params), like)
 
 
+#: Training samples whose peaks give the signal scale (the first ones: cheap on lazy data).
+N_SCALE_SAMPLES = 256
+
+
+def signal_scale(est, data):
+    r"""The images' typical peak magnitude :math:`s`: the median over the first
+    :data:`N_SCALE_SAMPLES` training references of each one's largest :math:`|x|`.
+
+    The denoiser sees :math:`x / s` and its output is multiplied by :math:`s`. Every other
+    step of the schemes is linear in the data, so images and measurements in any units
+    (:math:`x \to c x`, :math:`y \to c y`) give the reconstruction of the same data in
+    units of :math:`s`, times :math:`c`. Images scaled to a peak of 1 (the package's
+    generators) get :math:`s = 1`, the scale the denoisers are initialised for. 1 when the
+    references are all zero."""
+    _, chunk = next(iter(est._validated_chunks(data, size=N_SCALE_SAMPLES)))
+    y = np.asarray(chunk["y"], dtype=np.float64).reshape(len(chunk["y"]), -1)
+    if not est._real_data:  # real and imaginary parts: magnitudes
+        half = y.shape[1] // 2
+        y = np.hypot(y[:, :half], y[:, half:])
+    peak = float(np.median(np.abs(y).max(axis=1))) if y.size else 0.0
+    return peak if np.isfinite(peak) and peak > 0 else 1.0
+
+
 def noise_radius(est, data):
     """Mean norm of the measured noise ``||A x - y||`` over the training pairs (read in
     chunks, in memory or lazy alike): the data-consistency radius of 'dbp'."""
@@ -137,6 +160,6 @@ def least_squares_operator(X, y):
     return MatrixOperator(solution.T)
 
 
-__all__ = ["BACKWARD_TOL", "LAM_AUTO", "cg_tolerance", "lam_parameters",
+__all__ = ["BACKWARD_TOL", "LAM_AUTO", "N_SCALE_SAMPLES", "cg_tolerance", "lam_parameters",
            "least_squares_operator", "noise_radius", "operator_norm_squared",
-           "per_sample_norm_squared"]
+           "per_sample_norm_squared", "signal_scale"]

@@ -47,11 +47,10 @@ def soft_threshold(images, tau):
 
 def _psnr_terms(pred, truth, shape, complex_images):
     """What the estimator's score (PSNR) decreases with, summed over a batch: the log of
-    each image's magnitude MSE (the score averages per-image PSNRs) for complex images,
-    the squared error (one PSNR over the set, its range fixed) for real ones."""
-    if not complex_images:
-        return (pred - truth).pow(2).sum().double()
-    error = _magnitude(pred, shape, True) - _magnitude(truth, shape, True)
+    each image's (magnitude) MSE, as the score averages per-image PSNRs against a range
+    the threshold does not change."""
+    error = (_magnitude(pred, shape, complex_images)
+             - _magnitude(truth, shape, complex_images))
     return torch.log(error.pow(2).reshape(len(error), -1).mean(dim=1).double()
                      .clamp_min(1e-300)).sum()
 
