@@ -228,6 +228,7 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _Readout, _FisherSteps,
     True
     """
 
+    _validation_smoothing = _SMOOTHING
     _model_params = (*BaseTorchEstimator._model_params, "n_summaries", "model",
                      "hidden_layer_sizes", "architecture", "input_shape", "standardize")
     _parameter_constraints = {
@@ -344,18 +345,6 @@ class IMNNTransformer(TransformerMixin, _FisherInputs, _Readout, _FisherSteps,
 
     def _validation_logdet(self, val):
         return float(np.log(max(self._validation_record(val)["detF"], 1e-300)))
-
-    def _score_candidate(self, state, val):
-        """The validation :math:`\\ln\\det F`, averaged exponentially over steps (see
-        Notes); the step's own value is in ``history_['val_detF']``."""
-        score = super()._score_candidate(state, val)
-        previous = state.extra.get("validation_average")
-        if not np.isfinite(score):
-            return score
-        if previous is not None and state.best_validation_score > -np.inf:
-            score = previous + _SMOOTHING * (score - previous)
-        state.extra["validation_average"] = score
-        return score
 
     def _validation_score(self, val):
         record = self._validation_record(val)
