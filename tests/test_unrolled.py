@@ -345,3 +345,15 @@ def test_stopping_and_plateau_count_gains_of_tol_db(mri, tol, gain):
     assert est.training_state_.stop_reason == ("converged" if stop else "max_epochs")
     assert (est.scheduler_.threshold, est.scheduler_.threshold_mode) == (gain, "abs")
     assert est._stopping_tol(False) == (1e-4 if tol == "auto" else tol)
+    # the scores the rule follows: each epoch's validation PSNR (its own metric, the
+    # score) averaged exponentially with weight VALIDATION_SMOOTHING; best weights at
+    # their maximum
+    from skinverse.unrolled._scale import VALIDATION_SMOOTHING
+
+    raw = est.validation_psnr_
+    assert len(raw) == est.n_iter_ and np.ptp(raw) > 0.1
+    average = [raw[0]]
+    for value in raw[1:]:
+        average.append(average[-1] + VALIDATION_SMOOTHING * (value - average[-1]))
+    np.testing.assert_allclose(est.validation_scores_, average, rtol=1e-12)
+    assert est.best_validation_score_ == pytest.approx(max(average))

@@ -38,6 +38,7 @@ from ._report import (
 )
 from ._scale import (
     BACKWARD_TOL,
+    VALIDATION_SMOOTHING,
     cg_tolerance,
     lam_parameters,
     least_squares_operator,
@@ -200,8 +201,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         The learned (or fixed) :math:`\lambda` (:math:`\rho` for 'dbp'), in the units
         of the operator.
     operator_norm_ : float
-        :math:`\|A\|`, from which ``lam='auto'``, the start and the 'pgd' step are
-        derived.
+        :math:`\|A\|`, which ``lam='auto'``, the start and the 'pgd' step follow.
     output_threshold_ : float
         The :math:`\tau` of ``output_threshold`` in use.
     cg_iters_ : list of float
@@ -470,9 +470,9 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         model is a least-squares fit to all pairs at once)."""
         return not isinstance(self.operator, str)
 
+    _validation_smoothing = VALIDATION_SMOOTHING
     def _validation_score(self, val):
-        """PSNR of the validation images (unweighted), batch by batch; recorded, as the
-        loop follows its running average."""
+        """PSNR of the validation images, recorded (the loop follows its average)."""
         score = validation_psnr(self, val)
         self.training_state_.history["validation_psnr"].append(score)
         return score
