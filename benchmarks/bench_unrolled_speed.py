@@ -89,7 +89,8 @@ print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, "rss_before
                   "stop": str(est.training_state_.stop_reason),
                   "cg_iters": [round(float(c), 2) for c in est.cg_iters_],
                   "loss_curve": [round(float(v), 5) for v in est.loss_curve_],
-                  "validation": [round(float(v), 3) for v in (est.validation_scores_ or [])]}))
+                  "validation": [round(float(v), 3) for v in (est.validation_scores_ or [])],
+                  "validation_psnr": [round(float(v), 3) for v in getattr(est, "validation_psnr_", [])]}))
 """
 
 

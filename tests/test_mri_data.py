@@ -147,12 +147,32 @@ def _median_local_std(images):
 def test_textured_images_carry_texture_and_shading_that_phantoms_lack():
     from skinverse.datasets import make_textured_images
 
-    textured = make_textured_images(40, 32, random_state=0)
+    textured = make_textured_images(40, 32, contrast=1.0, random_state=0)
     phantoms = make_phantoms(40, 32, random_state=0)
     assert textured.min() == 0.0 and textured.max() == 1.0
-    np.testing.assert_array_equal(textured, make_textured_images(40, 32, random_state=0))
+    np.testing.assert_array_equal(
+        textured, make_textured_images(40, 32, contrast=1.0, random_state=0))
     # texture: local variation inside regions, where phantoms are flat
     assert _median_local_std(phantoms) < 1e-6 < 0.005 < _median_local_std(textured)
     # shading: far more distinct grey levels than a handful of constant regions
     levels = np.mean([len(np.unique(np.round(im, 3))) for im in textured])
     assert levels > 10 * np.mean([len(np.unique(np.round(im, 3))) for im in phantoms])
+
+
+def test_textured_images_spread_their_contrast_log_uniformly():
+    from skinverse.datasets import make_textured_images
+
+    images = make_textured_images(400, 16, random_state=0).reshape(400, -1)
+    lo, hi = images.min(axis=1), images.max(axis=1)
+    span = hi - lo
+    assert lo.min() >= 0 and hi.max() <= 1
+    assert span.min() >= 1 / 32 - 1e-12 and span.max() <= 1 + 1e-12
+    # log-uniform on [1/32, 1]: log2 of the span is uniform on [-5, 0]
+    counts = np.histogram(np.log2(span), bins=5, range=(-5, 0))[0]
+    assert counts.min() > 50 and counts.max() < 110  # 80 expected per bin
+    # each image is the full-range one, scaled and shifted
+    full = make_textured_images(1, 16, contrast=1.0, random_state=3).ravel()
+    one = make_textured_images(1, 16, random_state=3).ravel()
+    np.testing.assert_allclose((one - one.min()) / (one.max() - one.min()), full, atol=1e-12)
+    with pytest.raises(ValueError, match="contrast"):
+        make_textured_images(2, 8, contrast=(0.5, 2.0))
