@@ -61,9 +61,10 @@ def make_textured_images(n_images, size=64, *, n_regions=6, contrast=(1 / 32, 1.
 
     The spread of contrasts is what natural images have: of 100 patches of 32x32 of
     scikit-learn's photographs, a tenth span less than 0.03 and half less than 0.4. A
-    model trained on full-range images only has never seen a flat, low-contrast patch
-    (``benchmarks/bench_unrolled_deblur.py``: MoDL deblurring the photographs, 31.3 dB
-    trained on full-range images, 32.7 dB on these).
+    model trained on full-range images only has never seen a flat, low-contrast patch.
+    MoDL trained on these and tested on the photographs (``benchmarks/``): deblurring
+    32.25 dB / SSIM 0.788 against 31.16 / 0.834 trained on full-range images (a higher
+    PSNR, a lower SSIM); 8-coil MRI 29.85 dB / 0.555, +5.46 dB over CG-SENSE.
 
     Parameters
     ----------
