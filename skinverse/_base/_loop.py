@@ -459,25 +459,6 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
             "stop": state.no_improvement_count >= self.n_iter_no_change,
         }
 
-    #: Weight of the newest epoch's validation score in the exponential average that
-    #: early stopping, the plateau schedule and the best weights follow (kept in the
-    #: training state, so checkpointed); ``None`` follows each epoch's own score.
-    _validation_smoothing = None
-
-    def _score_candidate(self, state, val):
-        """Validation score of the epoch's candidate weights, averaged exponentially over
-        epochs with ``_validation_smoothing`` (restarted with the best score, when a new
-        fit or a reset begins)."""
-        score = self._candidate_score(state, val)
-        weight = self._validation_smoothing
-        if weight is None or not math.isfinite(score):
-            return score
-        previous = state.extra.get("validation_average")
-        if previous is not None and state.best_validation_score > -math.inf:
-            score = previous + weight * (score - previous)
-        state.extra["validation_average"] = score
-        return score
-
     def _candidate_score(self, state, val):
         """Validation score of the epoch's candidate weights (the EMA shadow if any)."""
         self.module_.eval()

@@ -88,3 +88,22 @@ class OptimizerSetup:
         """An absolute gain below which ``lr_schedule='plateau'`` counts an epoch as
         stalled, or ``None`` for torch's relative 1e-4."""
         return None
+
+    #: Weight of the newest epoch's validation score in the exponential average that
+    #: early stopping, the plateau schedule and the best weights follow (kept in the
+    #: training state, so checkpointed); ``None`` follows each epoch's own score.
+    _validation_smoothing = None
+
+    def _score_candidate(self, state, val):
+        """Validation score of the epoch's candidate weights, averaged exponentially over
+        epochs with ``_validation_smoothing`` (restarted with the best score, when a new
+        fit or a reset begins)."""
+        score = self._candidate_score(state, val)
+        weight = self._validation_smoothing
+        if weight is None or not math.isfinite(score):
+            return score
+        previous = state.extra.get("validation_average")
+        if previous is not None and state.best_validation_score > -math.inf:
+            score = previous + weight * (score - previous)
+        state.extra["validation_average"] = score
+        return score
