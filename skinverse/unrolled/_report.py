@@ -28,22 +28,18 @@ def weighted_psnr(peak, mse, sample_weight):
     return float(np.average(10 * np.log10(peak**2 / mse), weights=sample_weight))
 
 
-def psnr_real(truth, pred, sample_weight):
-    """Mean of each sample's PSNR against one range for all, that of ``y`` as a set (as
-    :func:`skinverse.metrics.psnr` with ``data_range``)."""
-    truth, pred = truth.reshape(len(truth), -1), pred.reshape(len(truth), -1)
-    peak = np.full(len(truth), truth.max() - truth.min())
-    return weighted_psnr(peak, ((pred - truth) ** 2).mean(axis=1), sample_weight)
-
-
 def score_psnr(real_data, truth, pred, sample_weight):
-    """The estimator's score: per-image PSNRs averaged, against one range for real
-    images and each magnitude image's peak for complex ones."""
+    """The estimator's score: per-image PSNRs averaged, against one range for all real
+    images (that of ``y`` as a set, as :func:`skinverse.metrics.psnr` with
+    ``data_range``) and each magnitude image's peak for complex ones."""
     pred = np.asarray(pred, dtype=np.float64)
     if real_data:
-        return psnr_real(truth, pred, sample_weight)
-    ref, est = magnitudes(truth), magnitudes(pred)
-    return weighted_psnr(ref.max(axis=1), ((est - ref) ** 2).mean(axis=1), sample_weight)
+        ref, est = truth.reshape(len(truth), -1), pred.reshape(len(truth), -1)
+        peak = np.full(len(ref), ref.max() - ref.min())
+    else:
+        ref, est = magnitudes(truth), magnitudes(pred)
+        peak = ref.max(axis=1)
+    return weighted_psnr(peak, ((est - ref) ** 2).mean(axis=1), sample_weight)
 
 
 def magnitudes(flat):

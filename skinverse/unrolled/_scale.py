@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..operators import MatrixOperator
+from ._report import magnitudes
 
 LAM_AUTO = 0.05
 N_NORM_SAMPLES = 8
@@ -130,9 +131,8 @@ def signal_scale(est, data):
     references are all zero."""
     _, chunk = next(iter(est._validated_chunks(data, size=N_SCALE_SAMPLES)))
     y = np.asarray(chunk["y"], dtype=np.float64).reshape(len(chunk["y"]), -1)
-    if not est._real_data:  # real and imaginary parts: magnitudes
-        half = y.shape[1] // 2
-        y = np.hypot(y[:, :half], y[:, half:])
+    if not est._real_data:  # real and imaginary parts
+        y = magnitudes(y)
     peak = float(np.median(np.abs(y).max(axis=1))) if y.size else 0.0
     return peak if np.isfinite(peak) and peak > 0 else 1.0
 
