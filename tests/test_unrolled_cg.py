@@ -158,3 +158,26 @@ def test_estimator_cg_tolerances_follow_the_denoiser_precision():
         module = est.fit(X, y, maps=maps, masks=masks).module_
         assert module.cg_tol == pytest.approx(tol)
         assert module.cg_backward_tol == 0.1
+
+
+@pytest.mark.parametrize("lines", ["rows", "columns", "scattered"])
+@pytest.mark.parametrize("shape", [(8, 6), (7, 6)])
+def test_normal_operator_is_the_dense_adjoint_times_forward(lines, shape):
+    """``normal`` (1-D transforms for masks of whole k-space lines, 2-D otherwise, A^H A
+    for odd sizes) against the dense matrix of ``forward``: A^H A = M^H M."""
+    H, W = shape
+    rng = np.random.RandomState(3)
+    keep = {"rows": (rng.uniform(size=(2, H, 1)) < 0.5) * np.ones((1, 1, W)),
+            "columns": (rng.uniform(size=(2, 1, W)) < 0.5) * np.ones((1, H, 1)),
+            "scattered": rng.uniform(size=(2, H, W)) < 0.5}[lines]
+    mask = torch.as_tensor(keep, dtype=torch.float64)
+    maps = _complex((2, 3, H, W), 4)
+    op = MultiCoilMRI(n_coils=3, image_shape=(H, W))
+    eye = torch.eye(H * W, dtype=torch.complex128).reshape(-1, H, W)
+    for b in range(2):
+        dense = op.forward(eye, maps=maps[b:b + 1], mask=mask[b:b + 1])
+        dense = dense.reshape(H * W, -1).T  # (coils * H * W, H * W)
+        x = _complex((1, H, W), 5 + b)
+        expected = (dense.conj().T @ (dense @ x.reshape(-1))).reshape(1, H, W)
+        got = op.normal(x, maps=maps[b:b + 1], mask=mask[b:b + 1])
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-12)
