@@ -176,3 +176,24 @@ def test_textured_images_spread_their_contrast_log_uniformly():
     np.testing.assert_allclose((one - one.min()) / (one.max() - one.min()), full, atol=1e-12)
     with pytest.raises(ValueError, match="contrast"):
         make_textured_images(2, 8, contrast=(0.5, 2.0))
+
+
+def _largest_step(images):
+    """Largest difference of neighbouring pixels relative to the image's span."""
+    span = images.max(axis=(1, 2)) - images.min(axis=(1, 2))
+    steps = [np.abs(np.diff(images, axis=a)).max(axis=(1, 2)) for a in (1, 2)]
+    return np.maximum(*steps) / span
+
+
+def test_a_fraction_of_textured_images_is_smooth_shading():
+    from skinverse.datasets import make_textured_images
+
+    # shading only: no step above 0.34 of the span at 16 px, where every image with
+    # regions has one above 0.52 (edges)
+    smooth = _largest_step(make_textured_images(200, 16, smooth_fraction=1.0, random_state=1))
+    busy = _largest_step(make_textured_images(200, 16, smooth_fraction=0.0, random_state=1))
+    assert smooth.max() < 0.45 < busy.min()
+    mixed = _largest_step(make_textured_images(400, 16, random_state=2))
+    assert abs(np.mean(mixed < 0.45) - 0.5) < 0.075  # binomial: 3 standard deviations
+    with pytest.raises(ValueError, match="smooth_fraction"):
+        make_textured_images(2, 8, smooth_fraction=1.5)
