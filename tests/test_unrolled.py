@@ -357,3 +357,15 @@ def test_stopping_and_plateau_count_gains_of_tol_db(mri, tol, gain):
         average.append(average[-1] + VALIDATION_SMOOTHING * (value - average[-1]))
     np.testing.assert_allclose(est.validation_scores_, average, rtol=1e-12)
     assert est.best_validation_score_ == pytest.approx(max(average))
+    # the plateau schedule multiplies the rate by PLATEAU_FACTOR (0.5, not torch's 0.1)
+    # after more than n_iter_no_change // 2 epochs of the average without a gain of tol
+    from skinverse.unrolled._scale import PLATEAU_FACTOR
+
+    assert est.scheduler_.factor == PLATEAU_FACTOR == 0.5
+    rate, best, stalled = 3e-3, -np.inf, 0
+    for score in average:
+        best, stalled = (score, 0) if score > best + gain else (best, stalled + 1)
+        if stalled > 1:
+            rate, stalled = rate * PLATEAU_FACTOR, 0
+    assert rate < 3e-3  # the schedule acted
+    assert est.optimizer_.param_groups[0]["lr"] == pytest.approx(rate, rel=1e-12)

@@ -79,10 +79,16 @@ class OptimizerSetup:
         mode = "max" if self._validates() else "min"
         patience = max(1, self.n_iter_no_change // 2)
         threshold = self._plateau_threshold()
+        factor = self._plateau_factor
         if threshold is None:  # torch's default: a relative gain of 1e-4
-            return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience)
+            return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience,
+                                           factor=factor)
         return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience,
-                                       threshold=threshold, threshold_mode="abs")
+                                       threshold=threshold, threshold_mode="abs",
+                                       factor=factor)
+
+    #: What ``lr_schedule='plateau'`` multiplies the rate by at a plateau (torch's 0.1).
+    _plateau_factor = 0.1
 
     def _plateau_threshold(self):
         """An absolute gain below which ``lr_schedule='plateau'`` counts an epoch as

@@ -38,6 +38,8 @@ from ._report import (
 )
 from ._scale import (
     BACKWARD_TOL,
+    DOC_NOTES,
+    PLATEAU_FACTOR,
     VALIDATION_SMOOTHING,
     cg_tolerance,
     lam_parameters,
@@ -56,15 +58,7 @@ TOL_DB = 0.02  # tol='auto' with validation: gains of validation PSNR below this
 @doc_defaults(
     early_stopping="'auto'", lr_schedule="'plateau'", tol="'auto'",
     types={"early_stopping": "'auto' or bool", "tol": "'auto' or float"},
-    notes={"tol": (
-        "        'auto': 0.02 dB of validation PSNR (0.5 % of its squared error) for both\n"
-        "        ``early_stopping`` and ``lr_schedule='plateau'``; 1e-4 of the training\n"
-        "        loss without validation. Otherwise:\n"),
-        "early_stopping": (
-        "        'auto': ``True`` when ``validation_fraction`` of the training data holds at\n"
-        "        least 10 samples (the validation score is the PSNR of the held-out\n"
-        "        images), so that a long fit stops when it stops improving; ``False`` for\n"
-        "        smaller data. Otherwise:\n")},
+    notes=DOC_NOTES,
 )
 @fill_doc(max_epochs=50, learning_rate=0.001, streams=True,
           n_iter_no_change=5,
@@ -470,7 +464,7 @@ class UnrolledRegressor(RegressorMixin, BaseTorchEstimator):
         model is a least-squares fit to all pairs at once)."""
         return not isinstance(self.operator, str)
 
-    _validation_smoothing = VALIDATION_SMOOTHING
+    _validation_smoothing, _plateau_factor = VALIDATION_SMOOTHING, PLATEAU_FACTOR
     def _validation_score(self, val):
         """PSNR of the validation images, recorded (the loop follows its average)."""
         score = validation_psnr(self, val)
