@@ -3,7 +3,8 @@
 MoDL (``UnrolledRegressor(operator=blur)``, everything else at the defaults but the
 loss, which is compared) trains on the package's generator ``make_textured_images``
 (``--train-on textured``) or on other patches of the same photographs (``--train-on
-photographs``), and is tested on patches of scikit-learn's two photographs
+photographs``; they overlap the test patches, so that variant is a reference, not a
+test of generalisation), and is tested on patches of scikit-learn's two photographs
 (``load_sample_patches``) through the same Gaussian blur and noise. Baselines: Tikhonov
 (``(A^T A + lambda I)^-1 A^T y``, lambda on a grid) and total variation (smoothed TV by
 Adam, weight on a grid), each tuned on training images, and each also tuned on the test
