@@ -181,3 +181,19 @@ def test_normal_operator_is_the_dense_adjoint_times_forward(lines, shape):
         expected = (dense.conj().T @ (dense @ x.reshape(-1))).reshape(1, H, W)
         got = op.normal(x, maps=maps[b:b + 1], mask=mask[b:b + 1])
         np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-12)
+
+
+def test_normal_operator_follows_a_mask_changed_in_place():
+    """The line test is remembered per mask tensor: an in-place change (a new version)
+    is tested again, so that a mask of lines made scattered is not treated as lines."""
+    H, W = 6, 6
+    mask = torch.zeros(1, H, W, dtype=torch.float64)
+    mask[:, ::2] = 1  # whole rows
+    maps, x = _complex((1, 2, H, W), 7), _complex((1, H, W), 8)
+    op = MultiCoilMRI(n_coils=2, image_shape=(H, W))
+    for _ in range(2):
+        np.testing.assert_allclose(
+            op.normal(x, maps=maps, mask=mask).numpy(),
+            op.adjoint(op.forward(x, maps=maps, mask=mask), maps=maps, mask=mask).numpy(),
+            atol=1e-12)
+        mask[0, 1, 2] = 1  # no longer whole rows

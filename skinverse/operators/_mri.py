@@ -8,6 +8,7 @@ as keyword arguments of ``forward``/``adjoint`` (``mask=(batch, H, W)``,
 """
 
 import functools
+import weakref
 
 import torch
 
@@ -53,6 +54,25 @@ def _line_axis(mask):
     if bool((mask == mask[..., :1, :]).all()):
         return -1
     return None
+
+
+#: (weak reference to the mask tensor given, its version, its line axis) of the last
+#: ``normal``: the conjugate-gradient iterations of a solve pass the same mask, which is
+#: then tested once (the test reads the whole mask and synchronises with the device).
+_last_lines = (lambda: None, None, None)
+
+
+def _remembered_line_axis(given, mask):
+    """:func:`_line_axis` of ``mask``, the device copy of the tensor ``given``."""
+    global _last_lines
+    last, version, dim = _last_lines
+    if isinstance(given, torch.Tensor):
+        if last() is given and version == given._version:
+            return dim
+        dim = _line_axis(mask)
+        _last_lines = (weakref.ref(given), given._version, dim)
+        return dim
+    return _line_axis(mask)
 
 
 def _complex(value, name):
@@ -186,10 +206,11 @@ class MultiCoilMRI(LinearOperator):
         H, W = x.shape[-2:]
         if H % 2 or W % 2:
             return self.adjoint(self.forward(x, maps, mask), maps, mask)
+        given = self.mask if mask is None else mask
         maps, mask = self._parts(x, maps, mask)
         board = _checkerboard(H, W, x.device, x.real.dtype)
         k = maps * (x * board)[:, None]
-        dim = _line_axis(mask)
+        dim = _remembered_line_axis(given, mask)
         if dim is None:
             k = torch.fft.ifft2(torch.fft.fft2(k, norm="ortho").mul_(mask), norm="ortho")
         else:  # (-1)^n of the board along the lines cancels with itself
