@@ -44,12 +44,12 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 from _common import print_table, write_json
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from skinverse.implicit import ImplicitClassifier
 from skinverse.implicit import _module as implicit_module
