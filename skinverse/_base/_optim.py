@@ -79,13 +79,10 @@ class OptimizerSetup:
         mode = "max" if self._validates() else "min"
         patience = max(1, self.n_iter_no_change // 2)
         threshold = self._plateau_threshold()
-        factor = self._plateau_factor
-        if threshold is None:  # torch's default: a relative gain of 1e-4
-            return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience,
-                                           factor=factor)
-        return sched.ReduceLROnPlateau(optimizer, mode=mode, patience=patience,
-                                       threshold=threshold, threshold_mode="abs",
-                                       factor=factor)
+        options = {"mode": mode, "patience": patience, "factor": self._plateau_factor}
+        if threshold is not None:  # else torch's default: a relative gain of 1e-4
+            options.update(threshold=threshold, threshold_mode="abs")
+        return sched.ReduceLROnPlateau(optimizer, **options)
 
     #: What ``lr_schedule='plateau'`` multiplies the rate by at a plateau (torch's 0.1).
     _plateau_factor = 0.1
