@@ -40,6 +40,7 @@ from ._distributed import (
     is_main_process,
     world,
 )
+from ._fused import optimizer_step
 from ._optim import OptimizerSetup
 from ._random import build_module_isolated, init_parameters, make_generator, shared_seed
 from ._sources import (
@@ -309,7 +310,7 @@ class TrainingLoop(OptimizerSetup, BatchSteps):
             if self.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.module_.parameters(), self.grad_clip)
             if scaler is None:
-                self.optimizer_.step()
+                optimizer_step(self.optimizer_)
             else:
                 scaler.step(self.optimizer_)
                 scaler.update()
