@@ -11,7 +11,10 @@ SHARED_PARAMETERS = """\
     learning_rate : float, default={learning_rate}
         Initial step size of the optimiser.
     optimizer : {{'adam', 'adamw', 'sgd'}}, default='adam'
-        The optimiser; ``'sgd'`` uses Nesterov momentum 0.9.
+        The optimiser; ``'sgd'`` uses Nesterov momentum 0.9. ``'adam'`` and ``'adamw'``
+        are torch's fused kernels (torch >= 2.4, CPU and CUDA) in subclasses of
+        ``torch.optim.Adam``/``AdamW`` that skip torch's per-step bookkeeping when no
+        hook needs it (the same updates, bit for bit).
     alpha : float, default=0.0
         L2 penalty, applied as the optimiser's weight decay (decoupled for ``'adamw'``).
     lr_schedule : {{'step', 'cosine', 'plateau'}}, callable or None, default=None
