@@ -11,12 +11,14 @@ the epochs run and the mean CG iterations per solve. The test PSNR and SSIM (mag
 images, each reference's range) are compared with CG-SENSE, whose lambda is tuned on 40
 training images.
 
-    python benchmarks/bench_unrolled_speed.py [--train 400] [--threads 2] [--epochs N]
+    python benchmarks/bench_unrolled_speed.py [--train 400] [--threads 2] [--epochs N] [--split]
                                               [--profile] [--set key=value ...]
 
 ``--epochs`` overrides ``max_epochs`` (for a quick look); ``--set`` overrides other
 parameters (e.g. ``--set width=16``), ``--profile`` profiles one epoch with
-``torch.profiler`` and prints the most expensive operators.
+``torch.profiler`` and prints the most expensive operators, ``--split`` times the parts
+of the fit (denoiser forward, CG solves, autograd backward, the implicit CG backward,
+validation) by wrapping the functions that do them.
 
 Target (issue #16): <= 10 minutes and <= 1 GB peak on 2 cores, no loss of PSNR.
 """
@@ -44,6 +46,34 @@ def rss_mb():
 def cpu_s():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+def time_parts():
+    # Wall seconds of the parts of a fit, by wrapping the functions that do them (no
+    # profiler): a part nested in another (a CG solve inside the backward) is counted in
+    # both, under "part < outer".
+    from collections import defaultdict
+    import skinverse.operators._base as ops
+    import skinverse.unrolled._estimator as estimator
+    import skinverse.unrolled._module as module
+    totals, stack = defaultdict(float), []
+    def wrap(owner, name, label, static=False):
+        func = getattr(owner, name)
+        def timed(*a, **k):
+            key = label + (" < " + stack[0] if stack else "")
+            stack.append(label)
+            start = time.perf_counter()
+            try:
+                return func(*a, **k)
+            finally:
+                totals[key] += time.perf_counter() - start
+                stack.pop()
+        setattr(owner, name, staticmethod(timed) if static else timed)
+    wrap(module.UnrolledModule, "_denoise", "denoiser forward")
+    wrap(ops, "conjugate_gradient", "CG solve")
+    wrap(ops._ImplicitNormalSolve, "backward", "implicit CG backward", static=True)
+    wrap(torch.Tensor, "backward", "backward")
+    wrap(estimator, "validation_psnr", "validation")
+    wrap(estimator.UnrolledRegressor, "_run_epoch", "training epochs")
+    return totals
 params = {"random_state": 0, "device": "cpu", **args["set"]}
 if args["epochs"]:
     params["max_epochs"] = args["epochs"]
@@ -52,6 +82,8 @@ before = rss_mb()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     wall, cpu = time.perf_counter(), cpu_s()
+    if args["split"]:
+        split = time_parts()
     if args["profile"]:
         from torch.profiler import ProfilerActivity, profile
         est.set_params(max_epochs=1)
@@ -90,7 +122,8 @@ print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, "rss_before
                   "cg_iters": [round(float(c), 2) for c in est.cg_iters_],
                   "loss_curve": [round(float(v), 5) for v in est.loss_curve_],
                   "validation": [round(float(v), 3) for v in (est.validation_scores_ or [])],
-                  "validation_psnr": [round(float(v), 3) for v in getattr(est, "validation_psnr_", [])]}))
+                  "validation_psnr": [round(float(v), 3) for v in getattr(est, "validation_psnr_", [])],
+                  "split_s": {k: round(v, 2) for k, v in split.items()} if args["split"] else None}))
 """
 
 
@@ -149,6 +182,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--split", action="store_true",
+                        help="also time the parts of the fit (denoiser, CG, backward, validation)")
     parser.add_argument("--set", nargs="*", default=[], help="key=value (Python literal)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
@@ -158,7 +193,8 @@ def main(argv=None):
     folder = tempfile.TemporaryDirectory()
     data = simulate(args.train + args.test, folder.name)
     payload = json.dumps({"train": args.train, "test": args.test, "threads": args.threads,
-                          "epochs": args.epochs, "profile": args.profile, "set": overrides,
+                          "epochs": args.epochs, "profile": args.profile, "split": args.split,
+                          "set": overrides,
                           "data": folder.name})
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", CHILD, payload], check=False,
@@ -193,6 +229,14 @@ def main(argv=None):
           f"{100 * res['background_fraction']:.0f} % of the pixels) "
           f"{res['ssim_background']:.3f}, on the object {res['ssim_object']:.3f}; mean "
           f"background magnitude {100 * res['background_mean_magnitude']:.2f} % of the peak")
+    if res.get("split_s"):
+        epochs = res["split_s"].get("training epochs", 0.0)
+        print("where the training epochs' wall time goes (a part inside another is listed "
+              "as 'part < outer'):")
+        print_table([{"part": k, "s": f"{v:.1f}", "share of the epochs":
+                      f"{v / epochs:.0%}" if epochs else "-"}
+                     for k, v in sorted(res["split_s"].items(), key=lambda kv: -kv[1])],
+                    ["part", "s", "share of the epochs"])
     write_json("bench_unrolled_speed", {
         "settings": vars(args), "modl": res,
         "cg_sense": {"lam": lam, "psnr": sense_psnr, "ssim": sense_ssim},
