@@ -12,7 +12,8 @@ over the peer's time in the same seed.
 Rows:
 
 - skinverse ImplicitClassifier at its defaults (``solver='auto'``: Picard for the
-  warm-started training solves), with ``solver='anderson'`` and ``'picard'``, with the
+  warm-started training solves), with torch's ``optimizer.step()`` in place of the loop's
+  lean fused step (the same updates), with ``solver='anderson'`` and ``'picard'``, with the
   Jacobian-free gradient, without warm starts, with the solvers and settings of the
   previous release (``picard_reference``, training solves at ``solver_tol``, no
   schedule) and with one map application per step (the floor of the loop): forward
@@ -51,6 +52,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from skinverse._base import _fused as fused_module
+from skinverse._base import _loop as loop_module
 from skinverse.implicit import ImplicitClassifier
 from skinverse.implicit import _module as implicit_module
 from skinverse.implicit._projection import project_rows_l1
@@ -84,15 +87,32 @@ def _previous_release():
         module._tol, module._solve_options = saved[1], saved[2]
 
 
+@contextlib.contextmanager
+def _torch_optimizer_step():
+    """The loop's optimiser step as torch's ``step()`` and ``zero_grad()`` (the same
+    updates as the lean fused step the loop makes, with torch's per-call bookkeeping)."""
+    saved = loop_module.optimizer_step, fused_module._LeanStep.zero_grad
+    loop_module.optimizer_step = lambda optimizer: optimizer.step()
+    fused_module._LeanStep.zero_grad = torch.optim.Optimizer.zero_grad
+    try:
+        yield
+    finally:
+        loop_module.optimizer_step, fused_module._LeanStep.zero_grad = saved
+
+
 class SkinverseRow:
-    def __init__(self, seed, previous=False, **params):
-        self.previous = previous
+    def __init__(self, seed, previous=False, torch_step=False, **params):
+        self.previous, self.torch_step = previous, torch_step
         self.est = ImplicitClassifier(hidden_size=HIDDEN, max_epochs=EPOCHS, batch_size=BATCH,
                                       learning_rate=LR, solver_tol=TOL, kappa=KAPPA,
                                       random_state=seed, device="cpu", **params)
 
     def fit(self, X, y):
-        with _previous_release() if self.previous else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if self.previous:
+                stack.enter_context(_previous_release())
+            if self.torch_step:
+                stack.enter_context(_torch_optimizer_step())
             self.est.fit(X, y)
         self.iterations = (statistics.mean(self.est.forward_iterations_),
                            statistics.mean(self.est.backward_iterations_))
@@ -267,6 +287,8 @@ class SklearnMLP:
 def _rows(torchidl, torchdeq_solver, skorch):
     rows = {
         "skinverse ImplicitClassifier (defaults: solver='auto')": lambda s: SkinverseRow(s),
+        "skinverse defaults, torch's optimizer step()":
+            lambda s: SkinverseRow(s, torch_step=True),
         "skinverse ImplicitClassifier solver='anderson'":
             lambda s: SkinverseRow(s, solver="anderson"),
         "skinverse ImplicitClassifier solver='picard'": lambda s: SkinverseRow(s, solver="picard"),

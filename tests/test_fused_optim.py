@@ -86,3 +86,26 @@ def test_fused_optimizer_pickles_and_loads_a_torch_state_dict():
     reference.load_state_dict(lean.state_dict())
     np.testing.assert_array_equal(clone.state_dict()["state"][0]["exp_avg"],
                                   reference.state_dict()["state"][0]["exp_avg"])
+
+
+def test_a_fit_with_the_lean_step_is_the_fit_with_torchs_step(monkeypatch):
+    """Through the whole loop (a scheduler, early stopping's best weights): the same model."""
+    from sklearn.datasets import load_digits
+
+    from skinverse._base import _fused, _loop
+    from skinverse.utils._testing import TorchMLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:300] / 16.0
+    y = y[:300]
+    params = dict(hidden_layer_sizes=(16,), max_epochs=4, batch_size=50, random_state=0,
+                  device="cpu", lr_schedule="cosine", early_stopping=True)
+    lean = TorchMLPClassifier(**params).fit(X, y)
+    assert isinstance(lean.optimizer_, _fused.FusedAdam)
+    taken = []
+    monkeypatch.setattr(_loop, "optimizer_step", lambda opt: taken.append(1) or opt.step())
+    monkeypatch.setattr(_fused._LeanStep, "zero_grad", torch.optim.Optimizer.zero_grad)
+    reference = TorchMLPClassifier(**params).fit(X, y)
+    assert taken  # the patched loop ran torch's step
+    for a, b in zip(lean.module_.parameters(), reference.module_.parameters()):
+        assert torch.equal(a, b)
